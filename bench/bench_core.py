@@ -1,0 +1,171 @@
+"""Benchmarks the core's three views side by side, in one run, and prints ratios.
+
+    python bench/bench_core.py [--quick]
+
+(a) The 8x8 filter atlas of VGG16 block3_conv1 (64 filters, 64x64, 40 steps),
+    made three ways: the book's loop run eagerly one filter at a time; the
+    keras.io example's approach (a compiled gradient-ascent step called per
+    step and per filter); and ConvViz's batched graph, in float32 and bf16.
+    The bf16 run must reach a final mean activation within 5% of float32's.
+(b) Grad-CAM time / one plain compiled forward pass of VGG16 (224x224).
+(c) All-layer activations time / one plain compiled forward pass.
+
+Weights are random (`weights=None`): timing does not depend on them. The
+machine is shared and noisy, so the methods are interleaved and the medians
+compared; the ratios are what counts, not the absolute seconds.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from convviz_core import VisionModel, activations, grad_cam  # noqa: E402
+from convviz_core.patterns import cpu_has_bf16, optimize_patterns, start_images  # noqa: E402
+
+LAYER = "block3_conv1"
+SIZE, STEPS, FILTERS = 64, 40, 64
+
+
+def book_loop(model, filter_index, size, steps):
+    """The book's code 5-38, eager: one filter, one step at a time."""
+    extractor = keras.Model(model.inputs, model.get_layer(LAYER).output)
+    image = tf.Variable(start_images([filter_index], size, size, seed=0))
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            activation = extractor(keras.applications.vgg16.preprocess_input(image * 1.0))
+            loss = tf.reduce_mean(activation[:, :, :, filter_index])
+        gradients = tape.gradient(loss, image)
+        gradients /= tf.sqrt(tf.reduce_mean(tf.square(gradients))) + 1e-5
+        image.assign_add(gradients)
+    return image.numpy()
+
+
+def keras_io_atlas(model, filter_indices, size, steps):
+    """The keras.io "visualizing what convnets learn" structure: a compiled step per filter.
+
+    As in that example, the filter index is a Python int, so each filter
+    traces the step again; the loss and update are the book's.
+    """
+    extractor = keras.Model(model.inputs, model.get_layer(LAYER).output)
+
+    @tf.function
+    def gradient_ascent_step(image, filter_index, learning_rate):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            activation = extractor(keras.applications.vgg16.preprocess_input(image * 1.0))
+            loss = tf.reduce_mean(activation[:, :, :, filter_index])
+        gradients = tape.gradient(loss, image)
+        gradients /= tf.sqrt(tf.reduce_mean(tf.square(gradients))) + 1e-5
+        return loss, image + learning_rate * gradients
+
+    images = []
+    for filter_index in filter_indices:
+        image = tf.constant(start_images([filter_index], size, size, seed=0))
+        for _ in range(steps):
+            _, image = gradient_ascent_step(image, filter_index, 1.0)
+        images.append(image.numpy()[0])
+    return np.stack(images)
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+def mean_activation_float32(model, images, filter_indices):
+    """The objective reached, always measured in float32 so precisions compare."""
+    extractor = keras.Model(model.inputs, model.get_layer(LAYER).output)
+    activation = extractor(keras.applications.vgg16.preprocess_input(tf.constant(images)))
+    return np.array([float(tf.reduce_mean(activation[i, :, :, f])) for i, f in enumerate(filter_indices)])
+
+
+def bench_atlas(quick):
+    base = keras.applications.VGG16(weights=None, include_top=False)
+    model = VisionModel(base, preprocess=keras.applications.vgg16.preprocess_input)
+    filters = list(range(FILTERS))
+    book_filters = filters[:4] if quick else filters[:8]
+    keras_io_filters = filters[:8] if quick else filters
+
+    # Warm up our compiled functions so tracing is not timed (the app reuses them).
+    for precision in ("float32", "bfloat16"):
+        optimize_patterns(model, LAYER, [0, 1], size=SIZE, steps=1, precision=precision)
+
+    book_time, _ = timed(lambda: [book_loop(base, f, SIZE, STEPS) for f in book_filters])
+    book_time *= len(filters) / len(book_filters)
+    keras_io_time, _ = timed(lambda: keras_io_atlas(base, keras_io_filters, SIZE, STEPS))
+    keras_io_time *= len(filters) / len(keras_io_filters)
+    ours = {}
+    reached = {}
+    for precision in ("float32", "bfloat16"):
+        seconds, (images, _) = timed(
+            lambda: optimize_patterns(model, LAYER, filters, size=SIZE, steps=STEPS, precision=precision)
+        )
+        ours[precision] = seconds
+        reached[precision] = mean_activation_float32(base, images, filters)
+
+    print(f"(a) 8x8 atlas, VGG16 {LAYER}, {FILTERS} filters at {SIZE}x{SIZE}, {STEPS} steps")
+    print(f"    book's eager loop, per filter      {book_time:8.1f} s  (timed on {len(book_filters)} filters, scaled)")
+    print(f"    keras.io compiled step per filter  {keras_io_time:8.1f} s  (timed on {len(keras_io_filters)} filters, scaled)"
+          f"  = {keras_io_time / FILTERS:.2f} s per filter")
+    for precision, seconds in ours.items():
+        print(f"    ConvViz batched graph, {precision:8s}  {seconds:8.1f} s"
+              f"  -> {keras_io_time / seconds:4.1f}x keras.io, {book_time / seconds:5.1f}x book")
+    relative = reached["bfloat16"].mean() / reached["float32"].mean() - 1
+    print(f"    final mean activation: float32 {reached['float32'].mean():.3f}, "
+          f"bfloat16 {reached['bfloat16'].mean():.3f} ({relative:+.1%}; must be within 5%)")
+    print(f"    CPU has native bf16: {cpu_has_bf16()}")
+
+
+def bench_forward_ratios(repeats):
+    full = keras.applications.VGG16(weights=None)
+    model = VisionModel(full, preprocess=keras.applications.vgg16.preprocess_input)
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 224, 224, 3), tf.uint8)])
+    def forward(images):
+        return full(keras.applications.vgg16.preprocess_input(tf.cast(images, tf.float32)), training=False)
+
+    batch = tf.constant(image[np.newaxis])
+    methods = {
+        "forward": lambda: forward(batch).numpy(),
+        "grad_cam": lambda: grad_cam(model, image),
+        "activations": lambda: activations(model, image, model.layer_names),
+    }
+    for method in methods.values():  # Warm-up: trace once.
+        method()
+    times = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            times[name].append(timed(method)[0])
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"(b,c) VGG16 at 224x224, median of {repeats} interleaved runs")
+    print(f"    plain compiled forward pass     {medians['forward'] * 1000:7.1f} ms")
+    print(f"    grad_cam (block5_conv3)         {medians['grad_cam'] * 1000:7.1f} ms"
+          f"  ratio {medians['grad_cam'] / medians['forward']:.2f} (target <= 1.5)")
+    print(f"    activations, all {len(model.layer_names)} layers     {medians['activations'] * 1000:7.1f} ms"
+          f"  ratio {medians['activations'] / medians['forward']:.2f} (target <= 1.3)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="time fewer filters and repeats")
+    parser.add_argument("--only", choices=("atlas", "forward"), help="run one part")
+    arguments = parser.parse_args()
+    if arguments.only in (None, "forward"):
+        bench_forward_ratios(repeats=3 if arguments.quick else 9)
+    if arguments.only in (None, "atlas"):
+        bench_atlas(arguments.quick)
+
+
+if __name__ == "__main__":
+    main()

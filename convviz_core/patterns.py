@@ -1,0 +1,300 @@
+"""Filter patterns (book §5.4.2): the input that maximises each filter, by gradient ascent."""
+
+import functools
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from convviz_core.errors import InputError
+from convviz_core.graph import GraphPlan
+
+TRACE_COUNTS = {"filter_patterns": 0}
+
+# Pixels optimised together in one batch: 64 patterns of 64x64 fit in one, larger
+# patterns are split so a request cannot take several GB of memory.
+MAX_BATCH_PIXELS = 64 * 64 * 64
+# Steps per call of the compiled function; progress is reported between calls.
+STEPS_PER_CALL = 5
+PRECISIONS = ("float32", "bfloat16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16():
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = set(cpuinfo.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def default_precision():
+    """The precision filter patterns use: bf16 where the CPU computes it natively.
+
+    `CONVVIZ_PRECISION=float32` (or `bfloat16`) overrides the choice.
+    """
+    chosen = os.environ.get("CONVVIZ_PRECISION", "").strip().lower()
+    if chosen in PRECISIONS:
+        return chosen
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def _with_policy(config, policy_name):
+    """Returns a copy of a serialised model config with every layer's dtype policy replaced."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": policy_name}}
+        return {key: _with_policy(value, policy_name) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_with_policy(value, policy_name) for value in config]
+    return config
+
+
+def _bfloat16_twin(model):
+    """Builds a private copy of the Keras model that computes in bf16.
+
+    Variables stay float32 (Keras's "mixed_bfloat16" policy); the shared model
+    is left untouched. Returns None when the model cannot be rebuilt from its
+    config (then patterns are computed in float32).
+    """
+    try:
+        config = _with_policy(keras.saving.serialize_keras_object(model.keras_model), "mixed_bfloat16")
+        with keras.saving.custom_object_scope({}):
+            twin = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        twin.set_weights(model.keras_model.get_weights())
+        return GraphPlan(twin)
+    except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError):
+        return None
+
+
+def _build_ascent_function(model, layer_name, precision):
+    plan = model.plan
+    if precision == "bfloat16":
+        plan = model.cached_function(("bfloat16_twin",), lambda: _bfloat16_twin(model)) or plan
+
+    def mean_activations(images, filter_indices):
+        captured, _ = plan.run(model.preprocess(images), taps=(layer_name,))
+        activation = tf.cast(captured[layer_name], tf.float32)
+        chosen = tf.gather(activation, filter_indices, axis=3, batch_dims=1)
+        return tf.reduce_mean(chosen, axis=[1, 2])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, None, None, 3), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((), tf.float32),
+            tf.TensorSpec((), tf.int32),
+        ]
+    )
+    def ascend(images, filter_indices, step_size, steps):
+        TRACE_COUNTS["filter_patterns"] += 1
+
+        def step(index, images, _):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(images)
+                losses = mean_activations(images, filter_indices)
+                total = tf.reduce_sum(losses)
+            gradients = tape.gradient(total, images)
+            # Each pattern's gradient is normalised by its own RMS, as in the book.
+            rms = tf.sqrt(tf.reduce_mean(tf.square(gradients), axis=[1, 2, 3], keepdims=True))
+            return index + 1, images + step_size * gradients / (rms + 1e-5), losses
+
+        start_losses = tf.zeros(tf.shape(filter_indices)[:1], tf.float32)
+        _, images, losses = tf.while_loop(
+            lambda index, *_: index < steps, step, (tf.constant(0), images, start_losses)
+        )
+        return images, losses
+
+    return ascend, mean_activations
+
+
+def start_images(filter_indices, height, width, seed):
+    """The book's start image, gray with a little noise, one per filter.
+
+    Each filter's noise depends only on (seed, filter index), so a pattern does
+    not change with the other filters requested alongside it.
+
+    Returns:
+        float32 array (n, height, width, 3) in [128, 148).
+    """
+    return np.stack(
+        [
+            np.random.default_rng([seed, int(index)]).random((height, width, 3)) * 20 + 128
+            for index in filter_indices
+        ]
+    ).astype(np.float32)
+
+
+def pattern_size(model, size):
+    """The (height, width) at which patterns of this model are optimised."""
+    if model.has_fixed_input_size:
+        return model.input_size
+    return (int(size), int(size))
+
+
+def optimize_patterns(
+    model,
+    layer_name,
+    filter_indices,
+    size=150,
+    steps=40,
+    step_size=1.0,
+    seed=0,
+    precision=None,
+    progress=None,
+):
+    """Runs the gradient ascent of `filter_patterns` and returns the raw images.
+
+    Returns:
+        (images float32 (n, h, w, 3) in pixel space, mean activations (n,) at
+        the last step).
+    """
+    info = model.layer_info(layer_name)
+    channels = info.output_shape[-1]
+    filter_indices = [int(index) for index in filter_indices]
+    if not filter_indices:
+        raise InputError("Choose at least one filter.")
+    bad = [index for index in filter_indices if not 0 <= index < channels]
+    if bad:
+        raise InputError(
+            f"Layer '{layer_name}' has filters 0 to {channels - 1}; there is no filter "
+            f"{bad[0]}. Choose filters in that range."
+        )
+    if int(steps) < 0 or not np.isfinite(step_size):
+        raise InputError(f"steps must be 0 or more and step_size finite; got {steps}, {step_size}.")
+    precision = precision or default_precision()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={precision}")
+    height, width = pattern_size(model, size)
+    ascend, _ = model.cached_function(
+        ("filter_patterns", layer_name, precision),
+        lambda: _build_ascent_function(model, layer_name, precision),
+    )
+    batch_size = max(1, MAX_BATCH_PIXELS // (height * width))
+    batches = [filter_indices[i : i + batch_size] for i in range(0, len(filter_indices), batch_size)]
+    calls_per_batch = max(1, -(-int(steps) // STEPS_PER_CALL))
+    total_calls, done_calls = len(batches) * calls_per_batch, 0
+    results, final_losses = [], []
+    step_tensor = tf.constant(float(step_size), tf.float32)
+    for batch in batches:
+        images = tf.constant(start_images(batch, height, width, seed))
+        indices = tf.constant(batch, tf.int32)
+        losses = tf.zeros((len(batch),))
+        remaining = int(steps)
+        for _ in range(calls_per_batch):
+            count = min(STEPS_PER_CALL, remaining)
+            images, losses = ascend(images, indices, step_tensor, tf.constant(count, tf.int32))
+            remaining -= count
+            done_calls += 1
+            if progress is not None:
+                progress(done_calls, total_calls)
+        results.append(images.numpy())
+        final_losses.append(losses.numpy())
+    return np.concatenate(results), np.concatenate(final_losses)
+
+
+def filter_patterns(
+    model,
+    layer_name,
+    filter_indices,
+    size=150,
+    steps=40,
+    step_size=1.0,
+    seed=0,
+    precision=None,
+    progress=None,
+):
+    """Finds, for each filter, the input image that maximises it (book §5.4.2).
+
+    The loss is the mean over space of one filter's activation. From gray with
+    a little noise, `steps` gradient-ascent steps each add `step_size` times
+    the gradient divided by its RMS (+1e-5). All filters are optimised together
+    as one batch in one compiled graph that runs only up to the layer.
+
+    Unlike the book, which feeds raw 0-255 pixels to VGG16 without its
+    preprocessing, the image is optimised in pixel space and the model's own
+    preprocessing is applied inside the graph, so every pattern is a
+    displayable image the model actually sees.
+
+    Where the CPU computes bf16 natively, the network runs in bf16 by default
+    (the image itself and the update stay float32); see `default_precision`.
+
+    Args:
+        model: A `VisionModel`.
+        layer_name: A layer from `model.layer_names`.
+        filter_indices: Channels of that layer.
+        size: Pattern height and width for models that accept any input size;
+            models with a fixed input size use it instead.
+        steps: Gradient-ascent steps.
+        step_size: Size of each step.
+        seed: The same seed gives the same patterns.
+        precision: "float32", "bfloat16" or None for `default_precision()`.
+        progress: Optional function called with (done, total) units of work.
+
+    Returns:
+        uint8 array (n, height, width, 3), deprocessed as in the book.
+
+    Raises:
+        InputError: For a layer that is unknown or not 4-D, or a filter index
+            out of range.
+    """
+    images, _ = optimize_patterns(
+        model, layer_name, filter_indices, size, steps, step_size, seed, precision, progress
+    )
+    return np.stack([deprocess_image(image) for image in images])
+
+
+def deprocess_image(image):
+    """Turns an optimised image into a displayable one, as the book does.
+
+    Subtract the mean, divide by (std + 1e-5), scale by 0.1, shift by 0.5,
+    clip to [0, 1] and map to 0-255.
+
+    Args:
+        image: float array (height, width, 3). It is not changed.
+
+    Returns:
+        uint8 array (height, width, 3).
+    """
+    image = np.asarray(image, dtype=np.float64)
+    image = (image - image.mean()) / (image.std() + 1e-5) * 0.1 + 0.5
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def pattern_grid(patterns, cols=8, margin=5):
+    """Tiles patterns into one picture separated by black margins (book fig. 5-30).
+
+    Patterns are laid out in reading order: left to right, then top to bottom.
+
+    Args:
+        patterns: uint8 array (n, height, width, 3).
+        cols: Patterns per row.
+        margin: Black pixels between patterns.
+
+    Returns:
+        uint8 array (rows * height + (rows - 1) * margin,
+        cols * width + (cols - 1) * margin, 3).
+    """
+    patterns = np.asarray(patterns)
+    if patterns.ndim != 4 or patterns.shape[0] == 0:
+        raise ValueError(
+            f"patterns must have shape (n, height, width, channels) with n > 0. "
+            f"Received: {patterns.shape}"
+        )
+    if cols < 1 or margin < 0:
+        raise ValueError(f"cols must be >= 1 and margin >= 0. Received: {cols}, {margin}")
+    count, height, width, channels = patterns.shape
+    cols = min(cols, count)
+    rows = -(-count // cols)
+    grid = np.zeros(
+        (rows * height + (rows - 1) * margin, cols * width + (cols - 1) * margin, channels),
+        dtype=np.uint8,
+    )
+    for index, pattern in enumerate(patterns):
+        row, column = divmod(index, cols)
+        top, left = row * (height + margin), column * (width + margin)
+        grid[top : top + height, left : left + width] = pattern
+    return grid
