@@ -10,6 +10,12 @@ from convviz_core.graph import pre_activation
 TRACE_COUNTS = {"predict": 0, "grad_cam": 0}
 
 
+def _score_overrides(model):
+    """Plan overrides that make the model output its scores before the softmax."""
+    final = model.plan.final_call()
+    return {final.path: pre_activation} if final is not None else {}
+
+
 def _build_predict_function(model):
     height, width = model.input_size
 
@@ -19,7 +25,7 @@ def _build_predict_function(model):
     def compute(images):
         TRACE_COUNTS["predict"] += 1
         _, scores = model.plan.run(
-            model.preprocess(images), with_output=True, replace_final=pre_activation
+            model.preprocess(images), with_output=True, overrides=_score_overrides(model)
         )
         return model.probabilities(tf.cast(scores, tf.float32))
 
@@ -55,7 +61,22 @@ def predict(model, image, top=3):
     Returns:
         [(class index, label, probability), ...], most probable first.
     """
-    probabilities = class_probabilities(model, image)
+    return rank_classes(model, class_probabilities(model, image), top)
+
+
+def rank_classes(model, probabilities, top=3):
+    """Returns the most probable classes of a probability vector, best first.
+
+    Args:
+        model: The `VisionModel` whose class names label the classes.
+        probabilities: float array (classes,), e.g. from
+            `grad_cam_with_probabilities`.
+        top: How many classes to return.
+
+    Returns:
+        [(class index, label, probability), ...]; ties keep class order.
+    """
+    probabilities = np.asarray(probabilities)
     order = np.argsort(-probabilities, kind="stable")[: max(1, int(top))]
     return [(int(index), model.class_label(index), float(probabilities[index])) for index in order]
 
@@ -86,7 +107,7 @@ def _build_cam_function(model, layer_name):
                 taps=(layer_name,),
                 with_output=True,
                 on_tap=watch,
-                replace_final=pre_activation,
+                overrides=_score_overrides(model),
             )
             scores = tf.cast(scores, tf.float32)
             probabilities = model.probabilities(scores)

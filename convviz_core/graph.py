@@ -185,7 +185,7 @@ class GraphPlan:
             step = self._producers.get(tensor_id)
         return step
 
-    def run(self, inputs, taps=(), with_output=False, on_tap=None, replace_final=None):
+    def run(self, inputs, taps=(), with_output=False, on_tap=None, overrides=None):
         """Runs the layers needed for the taps (and the output) on real tensors.
 
         Args:
@@ -195,10 +195,11 @@ class GraphPlan:
             on_tap: Optional function called with (path, tensor) as each tap is
                 computed; it returns the tensor to use from there on (Grad-CAM
                 uses it to start recording gradients at the tapped layer).
-            replace_final: Optional function called instead of the layer that
-                produces the model's output, with that layer and its inputs
-                (used to take the score before a softmax without changing the
-                model).
+            overrides: Optional {layer path: function}; the function is called
+                instead of that layer, with the layer and its inputs, and its
+                result used as the layer's output. Grad-CAM uses it to take the
+                score before a softmax, filter patterns to compute only the
+                chosen channels, both without changing the model.
 
         Returns:
             (dict of tap path -> tensor, model output tensor or None).
@@ -207,7 +208,7 @@ class GraphPlan:
         wanted = set(tap_ids)
         if with_output:
             wanted.add(self.output_ids[0])
-        final = self.final_call() if replace_final is not None else None
+        overrides = overrides or {}
         values = {self.input_id: inputs}
         captured = {}
         for step in self._steps_for(wanted):
@@ -216,8 +217,8 @@ class GraphPlan:
                     values[target] = values[source]
                 continue
             args, kwargs = step.arguments.fill_in(values)
-            if step is final:
-                outputs = replace_final(step.layer, *args, **kwargs)
+            if step.path in overrides:
+                outputs = overrides[step.path](step.layer, *args, **kwargs)
             else:
                 if "training" in getattr(step.layer, "_call_context_args", ()):
                     kwargs["training"] = False

@@ -12,9 +12,12 @@ from convviz_core.graph import GraphPlan
 
 TRACE_COUNTS = {"filter_patterns": 0}
 
-# Pixels optimised together in one batch: 64 patterns of 64x64 fit in one, larger
-# patterns are split so a request cannot take several GB of memory.
-MAX_BATCH_PIXELS = 64 * 64 * 64
+# Pixels optimised together in one call of the compiled graph. Measured on a
+# 2-core AVX512-BF16 CPU (bench/bench_core.py), batches of 8 patterns of 64x64
+# run about twice as fast per pattern as one batch of 64: the activations of a
+# small batch stay in the CPU caches. Larger patterns go in smaller batches,
+# which also bounds the memory one request can take.
+MAX_BATCH_PIXELS = 8 * 64 * 64
 # Steps per call of the compiled function; progress is reported between calls.
 STEPS_PER_CALL = 5
 PRECISIONS = ("float32", "bfloat16")
@@ -70,15 +73,84 @@ def _bfloat16_twin(model):
         return None
 
 
+def _computes_one_channel_each(layer):
+    """Whether `_chosen_channel_conv` can stand in for this layer.
+
+    Dilated convolutions are left out: a dilated depthwise convolution needs a
+    static channel count, and the folded batch × channels axis is dynamic.
+    """
+    return (
+        type(layer) is keras.layers.Conv2D
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+        and layer.padding in ("same", "valid")
+        and tuple(layer.dilation_rate) == (1, 1)
+    )
+
+
+def _chosen_channel_conv(layer, inputs, filter_indices):
+    """Computes only the chosen output channel of a Conv2D, one per image.
+
+    Each image of the batch needs one channel of the layer, not all of them:
+    the per-image kernels are stacked into one depthwise convolution over the
+    batch folded into the channel axis, and summed over input channels. This
+    skips the (channels - 1) / channels of the layer's work, forward and
+    backward, that the loss never sees.
+
+    Args:
+        layer: A `keras.layers.Conv2D` (see `_computes_one_channel_each`).
+        inputs: Its input (n, height, width, input channels).
+        filter_indices: int32 (n,), the channel each image needs.
+
+    Returns:
+        (n, out height, out width, 1): the layer's output channel per image,
+        bias and activation included.
+    """
+    dtype = layer.compute_dtype
+    inputs = tf.cast(inputs, dtype)
+    batch = tf.shape(inputs)[0]
+    height, width, channels = tf.shape(inputs)[1], tf.shape(inputs)[2], inputs.shape[-1]
+    kernel_height, kernel_width = layer.kernel_size
+    # (n, h, w, c) -> (1, h, w, n * c): image-major, then channel.
+    folded = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, batch * channels])
+    kernels = tf.gather(tf.cast(layer.kernel, dtype), filter_indices, axis=3)  # (kh, kw, c, n)
+    kernels = tf.reshape(
+        tf.transpose(kernels, [0, 1, 3, 2]), [kernel_height, kernel_width, batch * channels, 1]
+    )
+    per_channel = tf.nn.depthwise_conv2d(
+        folded,
+        kernels,
+        strides=(1, *layer.strides, 1),
+        padding=layer.padding.upper(),
+        dilations=layer.dilation_rate,
+    )
+    out_height, out_width = tf.shape(per_channel)[1], tf.shape(per_channel)[2]
+    per_channel = tf.reshape(per_channel, [out_height, out_width, batch, channels])
+    outputs = tf.transpose(tf.reduce_sum(per_channel, axis=3), [2, 0, 1])[..., tf.newaxis]
+    if layer.use_bias:
+        outputs = outputs + tf.gather(tf.cast(layer.bias, dtype), filter_indices)[:, None, None, None]
+    return layer.activation(outputs)
+
+
 def _build_ascent_function(model, layer_name, precision):
     plan = model.plan
     if precision == "bfloat16":
         plan = model.cached_function(("bfloat16_twin",), lambda: _bfloat16_twin(model)) or plan
+    layer = plan.layers[layer_name][0].layer
+    one_channel = _computes_one_channel_each(layer)
 
     def mean_activations(images, filter_indices):
-        captured, _ = plan.run(model.preprocess(images), taps=(layer_name,))
+        overrides = {}
+        if one_channel:
+            overrides[layer_name] = lambda layer, inputs, **_: _chosen_channel_conv(
+                layer, inputs, filter_indices
+            )
+        captured, _ = plan.run(model.preprocess(images), taps=(layer_name,), overrides=overrides)
         activation = tf.cast(captured[layer_name], tf.float32)
-        chosen = tf.gather(activation, filter_indices, axis=3, batch_dims=1)
+        if one_channel:
+            chosen = activation[..., 0]
+        else:
+            chosen = tf.gather(activation, filter_indices, axis=3, batch_dims=1)
         return tf.reduce_mean(chosen, axis=[1, 2])
 
     @tf.function(
@@ -109,6 +181,44 @@ def _build_ascent_function(model, layer_name, precision):
         return images, losses
 
     return ascend, mean_activations
+
+
+_CONVOLUTION_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D)
+
+
+def default_pattern_layer(model, filters=64):
+    """The layer whose patterns the Filters view shows first.
+
+    The book starts with VGG16's `block3_conv1`: the first convolution with
+    64 filters or more whose output is at most a quarter of the input's side,
+    deep enough for textures and shallow enough to compute quickly. The same
+    rule picks `conv2d_3` of the book's small convnet. A model without such a
+    layer gets its convolution with the most filters, else its last non-pooling
+    layer.
+
+    Args:
+        model: A `VisionModel`.
+        filters: The number of filters the first atlas shows.
+
+    Returns:
+        A name from `model.layer_names`.
+
+    Raises:
+        InputError: If the model has no layer with a spatial output.
+    """
+    input_side = min(model.input_size)
+    convolutions = [
+        info
+        for info in (model.layer_info(name) for name in model.layer_names)
+        if isinstance(info.layer, _CONVOLUTION_TYPES)
+    ]
+    for info in convolutions:
+        side = info.output_shape[1]
+        if info.output_shape[-1] >= filters and side is not None and side * 4 <= input_side:
+            return info.path
+    if convolutions:
+        return max(convolutions, key=lambda info: info.output_shape[-1]).path
+    return model.default_cam_layer()
 
 
 def start_images(filter_indices, height, width, seed):
