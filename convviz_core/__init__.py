@@ -9,7 +9,7 @@ from convviz_core.errors import InputError
 from convviz_core.gradcam import colorize, grad_cam, overlay, predict
 from convviz_core.images import load_image
 from convviz_core.model import VisionModel
-from convviz_core.models import available_models, load_model
+from convviz_core.models import available_models, load_model, load_uploaded_model
 from convviz_core.samples import sample_images
 from convviz_core.patterns import filter_patterns, pattern_grid
 
@@ -25,6 +25,7 @@ __all__ = [
     "grad_cam",
     "load_image",
     "load_model",
+    "load_uploaded_model",
     "overlay",
     "pattern_grid",
     "predict",

@@ -4,11 +4,17 @@ This is the one place that knows how each model is loaded, which preprocessing
 it needs and where its class names come from.
 """
 
+import collections
 import dataclasses
+import hashlib
 import importlib.resources
 import json
 import os
-from pathlib import Path
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path, PurePosixPath
 
 import keras
 import tensorflow as tf
@@ -16,9 +22,17 @@ import tensorflow as tf
 from convviz_core.errors import InputError
 from convviz_core.labels import imagenet_class_names
 from convviz_core.model import VisionModel
+from convviz_core.model_check import MAX_MODEL_FILE_BYTES, ModelFileRefused, check_model_file
 
 DEFAULT_MODEL = "efficientnet-lite0"
 MODEL_FILE_SUFFIXES = (".keras", ".h5")
+
+# Uploads refused for good, by content: Streamlit reruns a page on every click
+# with the refused file still in the uploader, and each check costs a child
+# process (up to a minute for one that hits the limits).
+_REFUSED_UPLOADS = collections.OrderedDict()
+_REFUSED_UPLOADS_MAX_ENTRIES = 256
+_REFUSED_UPLOADS_LOCK = threading.Lock()
 
 
 def _scale_unit(images):
@@ -226,6 +240,9 @@ def _load_application(name):
 def load_model(name_or_path, preprocess=None, class_names=None, input_size=None):
     """Loads a built-in model by name, or a user's `.keras` / `.h5` file.
 
+    A file is loaded in this process with no time or memory limit: use this
+    for files you trust, and `load_uploaded_model` for files from users.
+
     Args:
         name_or_path: A name from `BUILTIN_MODELS` (e.g. "efficientnet-lite0")
             or the path of a `.keras` or `.h5` file.
@@ -254,16 +271,105 @@ def load_model(name_or_path, preprocess=None, class_names=None, input_size=None)
             f"'{name_or_path}' is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a "
             ".keras / .h5 model file. Save your model with model.save('model.keras')."
         )
-    keras_model = load_model_file(path)
+    return _file_vision_model(load_model_file(path), path.stem, preprocess, class_names, input_size)
+
+
+def _file_vision_model(keras_model, name, preprocess, class_names, input_size):
     if preprocess is None or isinstance(preprocess, str):
         preprocess = preprocess_preset(preprocess or "divide by 255")
     return VisionModel(
         keras_model,
         preprocess=preprocess,
-        name=path.stem,
+        name=name,
         class_names=class_names,
         input_size=input_size,
     )
+
+
+def load_uploaded_model(data, file_name, preprocess=None, class_names=None, input_size=None):
+    """Loads a model file a user uploaded, after checking it in a child process.
+
+    The bytes are written to a temporary folder the server creates, as
+    `model.keras` or `model.h5`; the user's file name is used only for its
+    suffix and, cleaned, as the model's display name (Keras treats names such
+    as "hf://..." or "gs://..." as remote locations). The file is checked by
+    `model_check.check_model_file` (time and memory limits, no code run), then
+    loaded here with `load_model_file`, and deleted either way. A file refused
+    for good is remembered by its content hash (the last 256), so uploading it
+    again is refused at once.
+
+    Args:
+        data: The uploaded file's bytes.
+        file_name: The name the user's file had (for its suffix).
+        preprocess: A preset name from `PREPROCESS_PRESETS` or a function
+            (default "divide by 255", the book's).
+        class_names: A list of class names, or None.
+        input_size: (height, width) for a model that accepts any size.
+
+    Returns:
+        A `VisionModel`; its name is the upload's file name without suffix.
+
+    Raises:
+        InputError: If the name or size is not allowed, the file is not a
+            model ConvViz can load safely (a `model_check.ModelFileRefused`,
+            whose `stage` says which check refused it), or the class names
+            do not fit the model.
+    """
+    suffix = _checked_upload_suffix(data, file_name)
+    name = _display_name(file_name)
+    refusal_key = (hashlib.sha256(data).hexdigest(), suffix, input_size and tuple(input_size))
+    with _REFUSED_UPLOADS_LOCK:
+        refusal = _REFUSED_UPLOADS.get(refusal_key)
+    if refusal is not None:
+        raise ModelFileRefused(*refusal)
+    folder = tempfile.mkdtemp(prefix="convviz-upload-")
+    try:
+        path = Path(folder, "model" + suffix)
+        with open(path, "xb") as file:
+            file.write(data)
+        check_model_file(path, name=name, input_size=input_size)
+        keras_model = load_model_file(path)
+    except ModelFileRefused as error:
+        if error.final:
+            with _REFUSED_UPLOADS_LOCK:
+                _REFUSED_UPLOADS[refusal_key] = (error.stage, str(error))
+                while len(_REFUSED_UPLOADS) > _REFUSED_UPLOADS_MAX_ENTRIES:
+                    _REFUSED_UPLOADS.popitem(last=False)
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return _file_vision_model(keras_model, name, preprocess, class_names, input_size)
+
+
+def _checked_upload_suffix(data, file_name):
+    """The upload's suffix, once its name and size are known to be acceptable."""
+    suffix = PurePosixPath(str(file_name).replace("\\", "/")).suffix.lower()
+    if suffix not in MODEL_FILE_SUFFIXES:
+        shown = re.sub(r"[^\w.-]", "_", suffix)[:20] or "(no suffix)"
+        raise ModelFileRefused(
+            "upload",
+            f"ConvViz loads .keras and .h5 model files only. Received a file ending in '{shown}'. "
+            "Save your model with model.save('model.keras').",
+        )
+    size = len(data)
+    if size == 0:
+        raise ModelFileRefused("upload", "The model file is empty. Upload it again.")
+    if size > MAX_MODEL_FILE_BYTES:
+        raise ModelFileRefused(
+            "upload",
+            f"The model file has {size / 1024**2:,.1f} MB; ConvViz accepts model files up to "
+            f"{MAX_MODEL_FILE_BYTES / 1024**2:,.0f} MB. Upload a smaller model.",
+        )
+    return suffix
+
+
+def _display_name(file_name):
+    """The user's file name without folders or suffix, safe to show: at most 80 plain characters."""
+    stem = PurePosixPath(str(file_name).replace("\\", "/")).name
+    for suffix in MODEL_FILE_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return re.sub(r"[^\w.()+ -]", "_", stem)[:80].strip() or "uploaded model"
 
 
 def load_model_file(path):
@@ -299,7 +405,7 @@ def load_model_file(path):
 def _first_line(error):
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
-    return message[:300]
+    return message[:300].rstrip(".")
 
 
 def parse_class_names(data):
