@@ -1,5 +1,6 @@
 """Intermediate activations (book §5.4.1): every channel of the chosen layers."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -132,3 +133,98 @@ def dead_channels(activation):
 def _varies(stds):
     """Which channels have a usable (finite, non-zero) standard deviation."""
     return np.isfinite(stds) & (stds >= 1e-12)
+
+
+def overview_layers(model, count=8):
+    """Chooses the layers of the overview, the book's figure 5-27.
+
+    The book shows the first eight layers of its small convnet: each
+    convolution (with its ReLU) and each pooling layer. A model with more
+    layers gets `count` of those layers spread evenly from the first to the
+    last, so the overview still runs from edges to abstract features; layers
+    that only rescale (batch norms, linear convolutions) are skipped when
+    there are enough of the others.
+
+    Args:
+        model: A `VisionModel`.
+        count: How many layers to show.
+
+    Returns:
+        A list of at most `count` names from `model.layer_names`, in order.
+    """
+    names = list(model.layer_names)
+    if len(names) <= count:
+        return names
+    shown = [name for name in names if _is_nonlinear(model.layer_info(name).layer)]
+    if len(shown) < count:
+        shown = names
+    positions = np.linspace(0, len(shown) - 1, count).round().astype(int)
+    return [shown[position] for position in dict.fromkeys(positions.tolist())]
+
+
+def _is_nonlinear(layer):
+    """Whether a layer ends in a nonlinearity or pools, as the book's layers do."""
+    if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU)):
+        return True
+    if isinstance(
+        layer,
+        (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D),
+    ):
+        return True
+    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    return activation != "linear"
+
+
+def channel_map(activation, channel):
+    """Scales one channel to [0, 1] to show where on the image it fires.
+
+    Negative values (below a ReLU's threshold) become 0 and the maximum 1; a
+    channel that never fires gives an all-zero map, never NaN.
+
+    Args:
+        activation: float array (height, width, channels) of one image.
+        channel: The channel's index.
+
+    Returns:
+        float32 array (height, width) in [0, 1].
+
+    Raises:
+        ValueError: If `activation` is not 3-D or `channel` is out of range.
+    """
+    activation = np.asarray(activation)
+    if activation.ndim != 3:
+        raise ValueError(
+            f"activation must have shape (height, width, channels). Received: {activation.shape}"
+        )
+    if not 0 <= int(channel) < activation.shape[-1]:
+        raise ValueError(
+            f"channel must be in 0..{activation.shape[-1] - 1}. Received: channel={channel}"
+        )
+    values = np.maximum(np.nan_to_num(activation[:, :, int(channel)].astype(np.float64)), 0.0)
+    peak = values.max()
+    if peak <= 1e-12:
+        return np.zeros(values.shape, dtype=np.float32)
+    return (values / peak).astype(np.float32)
+
+
+def most_active_channel(activation, channels):
+    """Returns the channel, among some, that responds most to this image.
+
+    "Most" is the largest mean activation over the feature map, the quantity
+    whose gradient ascent draws a filter's pattern; ties go to the first.
+
+    Args:
+        activation: float array (height, width, channels) of one image.
+        channels: Candidate channel indices (e.g. the filters of an atlas).
+
+    Returns:
+        One of `channels`.
+
+    Raises:
+        ValueError: If `channels` is empty.
+    """
+    channels = [int(channel) for channel in channels]
+    if not channels:
+        raise ValueError("channels must not be empty.")
+    means = np.nan_to_num(np.asarray(activation, dtype=np.float64).mean(axis=(0, 1)), nan=-np.inf)
+    return channels[int(np.argmax(means[channels]))]

@@ -193,8 +193,8 @@ def default_pattern_layer(model, filters=64):
     64 filters or more whose output is at most a quarter of the input's side,
     deep enough for textures and shallow enough to compute quickly. The same
     rule picks `conv2d_3` of the book's small convnet. A model without such a
-    layer gets its convolution with the most filters, else its last non-pooling
-    layer.
+    layer gets its convolution with the most filters, else its last layer with
+    a spatial output.
 
     Args:
         model: A `VisionModel`.
@@ -218,7 +218,12 @@ def default_pattern_layer(model, filters=64):
             return info.path
     if convolutions:
         return max(convolutions, key=lambda info: info.output_shape[-1]).path
-    return model.default_cam_layer()
+    if not model.layer_names:
+        raise InputError(
+            f"The model '{model.name}' has no layer with a spatial (height, width, channels) "
+            "output, so there are no filters to show. Choose a convolutional model."
+        )
+    return model.layer_names[-1]
 
 
 def start_images(filter_indices, height, width, seed):

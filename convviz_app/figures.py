@@ -1,0 +1,114 @@
+"""Pictures and Plotly figures for the pages, made from core's arrays (no Streamlit here)."""
+
+import math
+
+import cv2
+import numpy as np
+import plotly.graph_objects as go
+
+from convviz_core.images import resize_to
+
+# Wider pictures are shrunk by the browser anyway (Streamlit's content is at
+# most 1460 pixels wide), so enlarging past this only costs bytes.
+MAX_DISPLAY_WIDTH = 1460
+# Small feature maps (7x7) are enlarged with nearest-neighbour so that each
+# value shows as a crisp square instead of a browser-smoothed blur.
+MIN_TILE_PIXELS = 48
+# The longer side of an uploaded photo is reduced to this for the app: every
+# view resizes to the model's input (224 or so) and the overlay is shown on
+# screen, so more pixels only cost memory in a server shared by a class.
+MAX_WORKING_SIDE = 1024
+
+
+def viridis(levels):
+    """Colours a uint8 picture with the viridis colormap, as the book's plots do.
+
+    Args:
+        levels: uint8 array (height, width).
+
+    Returns:
+        uint8 RGB array (height, width, 3).
+    """
+    levels = np.ascontiguousarray(levels, dtype=np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+
+
+def enlarge_tiles(image, tile_side, min_tile=MIN_TILE_PIXELS, max_width=MAX_DISPLAY_WIDTH):
+    """Enlarges a grid of small tiles by a whole factor, with nearest-neighbour.
+
+    Args:
+        image: uint8 array (height, width) or (height, width, 3).
+        tile_side: The side of one tile in pixels.
+        min_tile: Tiles smaller than this are enlarged...
+        max_width: ...as long as the picture stays at most this wide.
+
+    Returns:
+        The enlarged picture (the same array when no enlargement is needed).
+    """
+    factor = max(1, math.ceil(min_tile / max(1, tile_side)))
+    factor = min(factor, max(1, max_width // max(1, image.shape[1])))
+    if factor == 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def fit_within(image, max_side=MAX_WORKING_SIDE):
+    """Shrinks an RGB image so its longer side is at most `max_side`, keeping its shape.
+
+    Returns:
+        The image itself when it already fits, else a resized copy.
+    """
+    height, width = image.shape[:2]
+    longer = max(height, width)
+    if longer <= max_side:
+        return image
+    scale = max_side / longer
+    return resize_to(image, (max(1, round(height * scale)), max(1, round(width * scale))))
+
+
+def png_bytes(image):
+    """Encodes an RGB (or gray) uint8 array as PNG.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"Could not encode an image of shape {image.shape} as PNG.")
+    return encoded.tobytes()
+
+
+def heatmap_figure(values, colorscale="Viridis", zmin=None, zmax=None, value_label="value", height=420):
+    """Draws a 2-D array as an interactive heatmap: hover shows row, column and value.
+
+    Row 0 is at the top, as in an image, and pixels are square.
+
+    Args:
+        values: float array (height, width).
+        colorscale: A Plotly colorscale name ("Viridis" as the book's
+            activation plots, "Jet" as its Grad-CAM heatmap).
+        zmin, zmax: The colour range; default the data's range.
+        value_label: What the hover calls the value.
+        height: The figure's height in pixels.
+
+    Returns:
+        A `plotly.graph_objects.Figure`.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    figure = go.Figure(
+        go.Heatmap(
+            z=values,
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            hovertemplate=f"row %{{y}}, column %{{x}}<br>{value_label} %{{z:.3f}}<extra></extra>",
+            colorbar={"thickness": 12},
+        )
+    )
+    figure.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False)
+    figure.update_xaxes(constrain="domain", showgrid=False)
+    figure.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return figure
