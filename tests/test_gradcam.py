@@ -19,6 +19,8 @@ import pytest
 from convviz_core import InputError, VisionModel, colorize, grad_cam, gradcam, overlay, predict
 from convviz_core.gradcam import class_activation_map
 
+from book_reference import book_small_convnet
+
 # Pixel index 0..15 in reading order, the value of feature map 0.
 A = np.arange(16, dtype=np.float64).reshape(4, 4)
 FEATURES = np.stack([A, 17 - A], axis=-1)  # (4, 4, 2): f0 = R, f1 = G + B.
@@ -190,24 +192,11 @@ def test_all_zero_heatmap_is_zeros_not_nan(softmax_models):
 
 
 def build_book_small_convnet():
-    """The book's small convnet for cats and dogs (listing 5.5), random weights."""
-    return keras.Sequential(
-        [
-            keras.Input((150, 150, 3)),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv_1"),
-            keras.layers.MaxPooling2D(2, name="pool_1"),
-            keras.layers.Conv2D(64, 3, activation="relu", name="conv_2"),
-            keras.layers.MaxPooling2D(2, name="pool_2"),
-            keras.layers.Conv2D(128, 3, activation="relu", name="conv_3"),
-            keras.layers.MaxPooling2D(2, name="pool_3"),
-            keras.layers.Conv2D(128, 3, activation="relu", name="conv_4"),
-            keras.layers.MaxPooling2D(2, name="pool_4"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(512, activation="relu", name="dense_1"),
-            keras.layers.Dense(1, activation="sigmoid", name="dense_2"),
-        ],
+    return book_small_convnet(
+        ("conv_1", "pool_1", "conv_2", "pool_2", "conv_3", "pool_3", "conv_4", "pool_4",
+         "flatten", "dropout", "dense_1", "dense_2"),
         name="small_convnet",
-    )
+    )  # fmt: skip
 
 
 def build_vgg16():

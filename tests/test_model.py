@@ -20,6 +20,8 @@ from convviz_core import (
 )
 from convviz_core.patterns import cpu_has_bf16, deprocess_image, optimize_patterns, start_images
 
+from book_reference import book_pattern
+
 VGG_SIZE = 64
 MOBILENET_SIZE = 96
 
@@ -220,18 +222,12 @@ def test_filter_patterns_on_inner_layer_equal_the_book_loop(nested):
 
     starts = start_images(filters, VGG_SIZE, VGG_SIZE, seed=0)
     assert np.all(mean_activations(starts) > 0)  # Both filters are alive at the start.
-    reference = []
-    for filter_index, start in zip(filters, starts, strict=True):
-        image = tf.constant(start[np.newaxis])
-        for _ in range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(image)
-                loss = tf.reduce_mean(layer_model(preprocess(image))[:, :, :, filter_index])
-            grads = tape.gradient(loss, image)
-            grads /= tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5
-            image = image + grads * step_size
-        reference.append(image.numpy()[0])
-    reference = np.stack(reference)
+    reference = np.stack(
+        [
+            book_pattern(layer_model, preprocess, filter_index, start, steps, step_size)
+            for filter_index, start in zip(filters, starts, strict=True)
+        ]
+    )
 
     raw, _ = optimize_patterns(
         model, "vgg16/block3_conv1", filters, steps=steps, step_size=step_size, precision="float32"

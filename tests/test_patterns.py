@@ -8,6 +8,8 @@ import tensorflow as tf
 from convviz_core import InputError, VisionModel, filter_patterns, pattern_grid, patterns
 from convviz_core.patterns import deprocess_image, optimize_patterns, start_images
 
+from book_reference import book_pattern
+
 SIZE = 10
 
 
@@ -45,23 +47,6 @@ def keras_model():
 @pytest.fixture(scope="module")
 def model(keras_model):
     return VisionModel(keras_model, preprocess=scale_pixels)
-
-
-def book_pattern(layer_model, preprocess, filter_index, start, steps, step_size):
-    """The book's loop (listing 5.38), eagerly, one filter at a time.
-
-    The image is optimised in pixel space and the model's preprocessing is
-    applied to it inside the tape, as ConvViz does.
-    """
-    image = tf.constant(start[np.newaxis], tf.float32)
-    for _ in range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            loss = tf.reduce_mean(layer_model(preprocess(image))[:, :, :, filter_index])
-        grads = tape.gradient(loss, image)
-        grads /= tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5
-        image = image + grads * step_size
-    return image.numpy()[0]
 
 
 def mean_activation(layer_model, preprocess, images, filter_indices):

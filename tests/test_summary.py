@@ -6,27 +6,7 @@ import pytest
 from convviz_core import VisionModel
 from convviz_core.summary import SummaryRow, output_shape_text, summarize_model
 
-
-def book_convnet():
-    """The book's §5.2 cats-vs-dogs convnet (random weights), whose summary §5.4 prints."""
-    return keras.Sequential(
-        [
-            keras.Input((150, 150, 3)),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv2d_5"),
-            keras.layers.MaxPooling2D(2, name="max_pooling2d_5"),
-            keras.layers.Conv2D(64, 3, activation="relu", name="conv2d_6"),
-            keras.layers.MaxPooling2D(2, name="max_pooling2d_6"),
-            keras.layers.Conv2D(128, 3, activation="relu", name="conv2d_7"),
-            keras.layers.MaxPooling2D(2, name="max_pooling2d_7"),
-            keras.layers.Conv2D(128, 3, activation="relu", name="conv2d_8"),
-            keras.layers.MaxPooling2D(2, name="max_pooling2d_8"),
-            keras.layers.Flatten(name="flatten_2"),
-            keras.layers.Dropout(0.5, name="dropout_1"),
-            keras.layers.Dense(512, activation="relu", name="dense_3"),
-            keras.layers.Dense(1, activation="sigmoid", name="dense_4"),
-        ],
-        name="sequential_2",
-    )
+from book_reference import book_small_convnet
 
 
 # The book's printed summary (§5.4.1), line by line.
@@ -47,7 +27,7 @@ BOOK_SUMMARY = [
 
 
 def test_the_book_convnet_summary_matches_the_book_line_by_line():
-    summary = summarize_model(book_convnet())
+    summary = summarize_model(book_small_convnet())
     assert summary.name == "sequential_2"
     assert [(row.name, row.type, row.output_shape, row.parameters) for row in summary.rows] == BOOK_SUMMARY
     assert all(row.depth == 0 for row in summary.rows)
