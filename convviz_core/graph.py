@@ -176,6 +176,10 @@ class GraphPlan:
             self._pruned[key] = kept
         return kept
 
+    def producer_of(self, tensor_id):
+        """Returns the step (a layer call or an alias) that produces a tensor, or None."""
+        return self._producers.get(tensor_id)
+
     def final_call(self):
         """Returns the `_Call` that produces the model's (first) output."""
         tensor_id = self.output_ids[0]

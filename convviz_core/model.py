@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from convviz_core.errors import InputError
+from convviz_core.geometry import layer_geometry, upsample_heatmap
 from convviz_core.graph import GraphPlan, can_strip_activation, head_activation
 from convviz_core.images import resize_to
 
@@ -223,6 +224,28 @@ class VisionModel:
             f"Cannot show layer '{layer_name}' of '{self.name}': {reason}. "
             f"Choose one of: {', '.join(self.layer_names) or '(none)'}."
         )
+
+    def heatmap_on_input(self, layer_name, heatmap):
+        """Lays a map of a layer's resolution over the model input, aligned.
+
+        Each pixel of the map is placed where its layer pixel looks on the
+        input (see `geometry`): unpadded convolutions and poolings shift a
+        feature map, so a plain resize would misplace a Grad-CAM peak by up to
+        half a receptive field. Resize the result to the image like the image
+        itself was resized (`overlay` does).
+
+        Args:
+            layer_name: The layer the map comes from.
+            heatmap: float array (layer height, layer width).
+
+        Returns:
+            float32 array at `self.input_size`.
+        """
+        self.layer_info(layer_name)
+        geometry = self.cached_function(
+            ("geometry", layer_name), lambda: layer_geometry(self._plan, layer_name) or "none"
+        )
+        return upsample_heatmap(heatmap, None if geometry == "none" else geometry, self.input_size)
 
     def is_pooling(self, layer_name):
         """Whether a layer is a pooling layer."""

@@ -129,7 +129,7 @@ else:
         st.error(str(error))
         st.stop()
 
-where = channel_map(activation, chosen)
+where = model.heatmap_on_input(params["layer"], channel_map(activation, chosen))
 pattern_column, channel_column, overlay_column = st.columns(3)
 pattern_column.image(pattern, caption=f"What filter {chosen} looks for", width="stretch")
 with channel_column:

@@ -76,7 +76,10 @@ except InputError as error:
     st.stop()
 
 label = model.class_label(class_index)
-overlay = cached.overlay_png(model_key, image_key, layer, class_index, alpha, image, heatmap)
+# Placed where each heatmap pixel looked: unpadded layers shift the map.
+overlay = cached.overlay_png(
+    model_key, image_key, layer, class_index, alpha, image, model.heatmap_on_input(layer, heatmap)
+)
 original_column, heatmap_column, overlay_column = st.columns(3)
 original_column.image(image, caption="Your image", width="stretch")
 with heatmap_column:

@@ -44,7 +44,8 @@ def gradcam_panels(model, out):
         heatmap, probabilities = grad_cam_with_probabilities(model, image)
         top = int(np.argmax(probabilities))
         shown = resize_to(image, (320, int(320 * image.shape[1] / image.shape[0])))
-        panels = [shown, core.colorize(cv2.resize(heatmap, shown.shape[1::-1])), core.overlay(shown, heatmap)]
+        placed = model.heatmap_on_input(model.default_cam_layer(), heatmap)
+        panels = [shown, core.colorize(cv2.resize(placed, shown.shape[1::-1])), core.overlay(shown, placed)]
         gap = np.full((shown.shape[0], 6, 3), 255, np.uint8)
         row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
         title = f"{name}: {model.class_label(top)} ({probabilities[top]:.2f}), layer {model.default_cam_layer()}"
