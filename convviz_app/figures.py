@@ -1,4 +1,4 @@
-"""Pictures and Plotly figures for the pages, made from core's arrays (no Streamlit here)."""
+"""Pictures, Plotly figures and labels for the pages, made from core's arrays (no Streamlit here)."""
 
 import math
 
@@ -79,6 +79,17 @@ def png_bytes(image):
     if not ok:
         raise ValueError(f"Could not encode an image of shape {image.shape} as PNG.")
     return encoded.tobytes()
+
+
+def class_option_label(model, probabilities, class_index):
+    """How the Grad-CAM class picker names a class: "Egyptian_cat (285), 78.0%".
+
+    Args:
+        model: The `VisionModel` whose class names label the classes.
+        probabilities: float array (classes,) for the image.
+        class_index: The class.
+    """
+    return f"{model.class_label(class_index)} ({class_index}), {probabilities[class_index]:.1%}"
 
 
 def heatmap_figure(values, colorscale="Viridis", zmin=None, zmax=None, value_label="value", height=420):

@@ -1,5 +1,7 @@
 """Grad-CAM: which parts of the image made the model choose a class (book §5.4.3, figures 5-35 and 5-36)."""
 
+import functools
+
 import streamlit as st
 
 from convviz_app import cached, figures
@@ -57,7 +59,10 @@ with controls_column:
         "Class to explain (type to search)",
         range(model.class_count),
         index=ranked[0][0],
-        format_func=lambda index: f"{model.class_label(index)} ({index}), {probabilities[index]:.1%}",
+        # Not a lambda: Streamlit keeps the format_func of every widget a session has
+        # shown, and this key changes with each photo, so a lambda (which holds this
+        # run's page: photo, overlay, heatmap) would keep every photo of the session.
+        format_func=functools.partial(figures.class_option_label, model, probabilities),
         key=f"gradcam_class:{model_key}:{image_key}",
     )
     layer = st.selectbox(
