@@ -6,9 +6,11 @@ offline, so ConvViz trains the same architecture on images drawn here instead:
 one object per image -- a disc (class 0) or a cross (class 1) -- at a random
 position, size, rotation and colour, lit by a soft brightness gradient, on a
 textured background (smooth colour noise, a colour gradient, stripes or a
-checkerboard) with distractor clutter (small triangles and line segments) and
-sensor grain. Only the object decides the class, and its bounding box is
-returned so that a saliency method can be scored on whether it points at it.
+checkerboard) with translucent clutter (small triangles, line segments, dots
+and arcs) and sensor grain. Only the object decides the class, and its
+bounding box is returned so that a saliency method can be scored on whether it
+points at it. For training, some objects can be replaced by decoys (bars,
+squares, triangles) that belong to neither class.
 
 Discs and crosses are easy to tell apart for a person but not from colour or
 texture alone: a convnet has to combine edges into curved outlines, corners
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 
 SHAPE_CLASS_NAMES = ["disc", "cross"]
-# The label of a decoy image, whose object is a square or a triangle.
+# The label of a decoy image, whose object is a bar, a square or a triangle.
 DECOY_LABEL = -1
 
 # cv2 draws with sub-pixel precision when coordinates are integers scaled by
@@ -61,7 +63,7 @@ def make_shapes_dataset(count, seed, size=150, position_spread=1.0, decoy_fracti
             convnet ends in a Dense layer that must learn every position
             separately, and learns shapes much faster at one position first.
         decoy_fraction: The expected fraction of images whose object is a
-            decoy -- a filled square or triangle, labelled `DECOY_LABEL` --
+            decoy -- a filled bar, square or triangle, labelled `DECOY_LABEL` --
             instead of a disc or a cross. For training only: a two-class
             network can otherwise call everything that is not a disc a cross,
             and then has no evidence for crosses on the cross itself (its
@@ -260,11 +262,11 @@ def _draw_distractors(canvas, rng, size):
     for _ in range(int(rng.integers(0, 3))):
         cv2.circle(
             clutter, _to_draw_point(rng.uniform(0, size, size=2)),
-            int(round(rng.uniform(3.0, 7.0) * scale * _DRAW_SCALE)),
+            round(rng.uniform(3.0, 7.0) * scale * _DRAW_SCALE),
             _random_colour_tuple(rng), thickness=-1, lineType=cv2.LINE_AA, shift=_DRAW_SHIFT,
         )
     for _ in range(int(rng.integers(0, 3))):
-        radius = int(round(rng.uniform(8.0, 30.0) * scale * _DRAW_SCALE))
+        radius = round(rng.uniform(8.0, 30.0) * scale * _DRAW_SCALE)
         start_angle = rng.uniform(0, 360)
         cv2.ellipse(
             clutter, _to_draw_point(rng.uniform(0, size, size=2)), (radius, radius), 0.0,
@@ -303,8 +305,8 @@ def _draw_disc_mask(mask, rng, size, position_spread):
     radius = rng.uniform(17.0, 36.0) * size / 150.0
     centre = _random_centre(rng, size, radius, position_spread)
     cv2.circle(
-        mask, tuple(int(v) for v in np.round(centre * _DRAW_SCALE)),
-        int(round(radius * _DRAW_SCALE)), 255, thickness=-1, lineType=cv2.LINE_AA,
+        mask, _to_draw_point(centre), round(radius * _DRAW_SCALE), 255,
+        thickness=-1, lineType=cv2.LINE_AA,
         shift=_DRAW_SHIFT,
     )
 
@@ -332,17 +334,31 @@ def _draw_cross_mask(mask, rng, size, position_spread):
 
 
 def _draw_decoy_mask(mask, rng, size, position_spread):
-    """Draws a filled, rotated square or equilateral triangle into `mask`.
+    """Draws a filled, rotated decoy into `mask`: a bar, a square or a triangle.
 
-    Squares share a cross's straight sides and outer corners but not its
-    inner corners; triangles share its pointed ends. Both are about as large
-    as discs and crosses.
+    A bar is one arm of a cross: it has the cross's arm ends, so a network
+    that must answer "neither" for bars has to find a cross by the crossing
+    in its middle rather than by the tips of its arms. Squares share the
+    straight sides and outer corners of a cross, triangles its pointed ends.
+    All are about as large as discs and crosses.
     """
-    sides = 4 if rng.uniform() < 0.5 else 3
-    radius = rng.uniform(20.0, 40.0) * size / 150.0
-    angles = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(sides) / sides
-    centre = _random_centre(rng, size, radius, position_spread)
-    corners = centre + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    kind = int(rng.integers(3))
+    angle = rng.uniform(0, 2 * np.pi)
+    if kind == 0:
+        arm = rng.uniform(19.0, 38.0) * size / 150.0
+        half_width = arm * rng.uniform(0.2, 0.36)
+        outline = np.array([
+            (arm, -half_width), (arm, half_width), (-arm, half_width), (-arm, -half_width),
+        ])
+    else:
+        sides = 4 if kind == 1 else 3
+        radius = rng.uniform(20.0, 40.0) * size / 150.0
+        corner_angles = 2 * np.pi * np.arange(sides) / sides
+        outline = radius * np.stack([np.cos(corner_angles), np.sin(corner_angles)], axis=1)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    extent = np.linalg.norm(outline, axis=1).max()
+    centre = _random_centre(rng, size, extent, position_spread)
+    corners = centre + outline @ rotation.T
     cv2.fillPoly(
         mask, [np.round(corners * _DRAW_SCALE).astype(np.int32)], 255,
         lineType=cv2.LINE_AA, shift=_DRAW_SHIFT,

@@ -21,7 +21,8 @@ it was still at chance level after 10,000 images in our runs, while on
 centred objects it reaches about 95% training accuracy within 5,000 images and
 then carries the shapes it learned to other positions.
 
-Usage (from the repository root, about 10 minutes on two CPU cores):
+Usage (from the repository root; 15 to 20 minutes on two CPU cores shared
+with other work, about 40 images a second):
 
     python tools/train_small_convnet.py
 """
@@ -55,7 +56,7 @@ VALIDATION_SEED = 7
 WEIGHT_SEED = 42
 # Per epoch, how far from the centre objects may be (see make_shapes_dataset).
 POSITION_SPREADS = (0.0, 0.0, 0.3, 0.6, 0.8) + (1.0,) * 11
-# A quarter of the training images show a square or triangle instead of a disc
+# A quarter of the training images show a bar, square or triangle instead of a disc
 # or cross, with the target 0.5 (see make_shapes_dataset's decoy_fraction).
 DECOY_FRACTION = 0.25
 DECOY_TARGET = 0.5
@@ -167,7 +168,8 @@ def train(position_spreads, images_per_epoch, batch_size, validation_count):
         )
         _, accuracy = model.evaluate(validation, verbose=0)
         print(
-            f"epoch {epoch + 1}/{epochs} (spread {position_spread:.1f}): loss {history.history['loss'][-1]:.4f}, "
+            f"epoch {epoch + 1}/{epochs} (spread {position_spread:.1f}): "
+            f"loss {history.history['loss'][-1]:.4f}, "
             f"held-out accuracy {accuracy:.4f} "
             f"(drawing {drawn - started:.0f} s, training {time.perf_counter() - drawn:.0f} s)",
             flush=True,
