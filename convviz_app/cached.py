@@ -55,6 +55,12 @@ def keep_for_good(model):
     Frozen objects are still freed when their reference count drops to zero,
     only cycles among them are not, so this is done only for what stays.
 
+    The freeze also takes whatever the sessions open at that moment hold (a
+    photo, its maps), and what of it ends up in a cycle is never collected.
+    That is bounded: built-in models are loaded once per server and never
+    evicted, so this happens at most once per built-in model, usually on the
+    first visit, when one session is open.
+
     Returns:
         `model`.
     """
