@@ -156,3 +156,38 @@ def upsample_heatmap(heatmap, geometry, size):
         interpolation=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
+
+
+def heatmap_peak(heatmap, geometry, size):
+    """Where on the model input a map's highest pixel looked.
+
+    The peak of a map laid over the input (`upsample_heatmap`) is a flat
+    plateau wherever the map's highest pixel is an edge pixel, since beyond
+    the outermost centres the map keeps its edge values; taking the first
+    pixel of that plateau would put the peak on the image border. The peak
+    is instead the centre of the highest map pixel, which is also where the
+    laid-over map is highest inside the outermost centres.
+
+    Args:
+        heatmap: float array (h, w), e.g. from `grad_cam`.
+        geometry: From `layer_geometry`, or None for a plain resize.
+        size: (height, width) of the model input.
+
+    Returns:
+        (row, column) in input pixels as floats, within the input; None when
+        the map has no positive value (nothing to point at). Of equal highest
+        pixels, the first in row-major order.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.size == 0 or not np.nanmax(heatmap) > 0:
+        return None
+    index = np.unravel_index(np.nanargmax(heatmap), heatmap.shape)
+    peak = []
+    for axis, (position, length, input_length) in enumerate(zip(index, heatmap.shape, size)):
+        if geometry is None:
+            # A plain resize puts map pixel i's centre at (i + 0.5) * scale - 0.5.
+            centre = (position + 0.5) * input_length / length - 0.5
+        else:
+            centre = geometry[axis].offset + geometry[axis].stride * position
+        peak.append(float(min(max(centre, 0.0), input_length - 1.0)))
+    return tuple(peak)

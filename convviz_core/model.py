@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from convviz_core.errors import InputError
-from convviz_core.geometry import layer_geometry, upsample_heatmap
+from convviz_core.geometry import heatmap_peak, layer_geometry, upsample_heatmap
 from convviz_core.graph import GraphPlan, can_strip_activation, head_activation
 from convviz_core.images import resize_to
 
@@ -241,11 +241,31 @@ class VisionModel:
         Returns:
             float32 array at `self.input_size`.
         """
+        return upsample_heatmap(heatmap, self._geometry(layer_name), self.input_size)
+
+    def heatmap_peak(self, layer_name, heatmap):
+        """Where on the model input the highest pixel of a layer's map looked.
+
+        The pixel the Grad-CAM "pointing game" scores: the centre of the
+        map's highest pixel, placed like `heatmap_on_input` places it.
+
+        Args:
+            layer_name: The layer the map comes from.
+            heatmap: float array (layer height, layer width).
+
+        Returns:
+            (row, column) in model-input pixels as floats, or None when the
+            map has no positive value.
+        """
+        return heatmap_peak(heatmap, self._geometry(layer_name), self.input_size)
+
+    def _geometry(self, layer_name):
+        """`layer_geometry` of a layer, worked out once; None for a plain resize."""
         self.layer_info(layer_name)
         geometry = self.cached_function(
             ("geometry", layer_name), lambda: layer_geometry(self._plan, layer_name) or "none"
         )
-        return upsample_heatmap(heatmap, None if geometry == "none" else geometry, self.input_size)
+        return None if geometry == "none" else geometry
 
     def is_pooling(self, layer_name):
         """Whether a layer is a pooling layer."""

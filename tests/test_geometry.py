@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from convviz_core import VisionModel
-from convviz_core.geometry import AxisGeometry, layer_geometry, upsample_heatmap
+from convviz_core.geometry import AxisGeometry, heatmap_peak, layer_geometry, upsample_heatmap
 
 from book_reference import book_small_convnet
 
@@ -84,3 +84,38 @@ def test_upsample_with_identity_geometry_is_the_map_itself():
     heatmap = np.random.default_rng(0).random((6, 5)).astype(np.float32)
     identity = (AxisGeometry(0.0, 1.0), AxisGeometry(0.0, 1.0))
     np.testing.assert_allclose(upsample_heatmap(heatmap, identity, (6, 5)), heatmap, atol=1e-6)
+
+
+def test_heatmap_peak_is_the_centre_of_the_highest_map_pixel():
+    model = VisionModel(book_small_convnet())
+    heatmap = np.zeros((15, 15), np.float32)
+    heatmap[1, 13] = 1.0
+    heatmap[7, 7] = 0.5
+    # Layer pixel (1, 13) looks at input (18.5 + 8 * 1, 18.5 + 8 * 13).
+    assert model.heatmap_peak("conv2d_8", heatmap) == (26.5, 122.5)
+
+
+def test_heatmap_peak_on_an_edge_pixel_is_its_centre_not_the_image_border():
+    model = VisionModel(book_small_convnet())
+    heatmap = np.zeros((15, 15), np.float32)
+    heatmap[0, 14] = 2.0
+    # The laid-over map is flat from row 0 to 18.5 and column 130.5 to 149,
+    # so its first maximum is on the border, 18 pixels from where the pixel looked.
+    placed = model.heatmap_on_input("conv2d_8", heatmap)
+    assert np.unravel_index(np.argmax(placed), placed.shape) == (0, 131)
+    assert model.heatmap_peak("conv2d_8", heatmap) == (18.5, 130.5)
+
+
+def test_heatmap_peak_with_a_plain_resize_and_without_a_peak():
+    # 7 map pixels over 224: pixel i is centred on (i + 0.5) * 32 - 0.5.
+    heatmap = np.zeros((7, 7), np.float32)
+    heatmap[6, 0] = 1.0
+    assert heatmap_peak(heatmap, None, (224, 224)) == (207.5, 15.5)
+    # Equal highest pixels: the first in row-major order.
+    heatmap[2, 3] = 1.0
+    assert heatmap_peak(heatmap, None, (224, 224)) == (79.5, 111.5)
+    # A Grad-CAM with no positive evidence points nowhere.
+    assert heatmap_peak(np.zeros((7, 7)), None, (224, 224)) is None
+    # A layer outside the model's grid stays within the input.
+    geometry = (AxisGeometry(-3.0, 8.0), AxisGeometry(0.0, 40.0))
+    assert heatmap_peak(np.eye(1, 4, 3), geometry, (100, 100)) == (0.0, 99.0)
