@@ -10,7 +10,8 @@ checkerboard) with translucent clutter (small triangles, line segments, dots
 and arcs) and sensor grain. Only the object decides the class, and its
 bounding box is returned so that a saliency method can be scored on whether it
 points at it. For training, some objects can be replaced by decoys (bars,
-squares, triangles) that belong to neither class.
+L and T shapes, broken crosses, squares, triangles, or nothing) that belong
+to neither class.
 
 Discs and crosses are easy to tell apart for a person but not from colour or
 texture alone: a convnet has to combine edges into curved outlines, corners
@@ -24,7 +25,8 @@ import cv2
 import numpy as np
 
 SHAPE_CLASS_NAMES = ["disc", "cross"]
-# The label of a decoy image, whose object is a bar, a square or a triangle.
+# The label of a decoy image: a bar, an L, a T, a broken cross, a square, a
+# triangle, or nothing.
 DECOY_LABEL = -1
 
 # cv2 draws with sub-pixel precision when coordinates are integers scaled by
@@ -63,8 +65,8 @@ def make_shapes_dataset(count, seed, size=150, position_spread=1.0, decoy_fracti
             convnet ends in a Dense layer that must learn every position
             separately, and learns shapes much faster at one position first.
         decoy_fraction: The expected fraction of images whose object is a
-            decoy -- a filled bar, square or triangle, labelled `DECOY_LABEL` --
-            instead of a disc or a cross. For training only: a two-class
+            decoy -- a filled bar, L, T, broken cross, square or triangle, or
+            no object at all, labelled `DECOY_LABEL` -- instead of a disc or a cross. For training only: a two-class
             network can otherwise call everything that is not a disc a cross,
             and then has no evidence for crosses on the cross itself (its
             Grad-CAM for crosses lights up the background). Taught to answer
@@ -78,7 +80,8 @@ def make_shapes_dataset(count, seed, size=150, position_spread=1.0, decoy_fracti
         - `boxes`: int64 array of shape `(count, 4)`, the object's
           `(top, left, bottom, right)` in pixels, with `bottom` and `right`
           exclusive, so `images[i, top:bottom, left:right]` is the object's
-          tightest enclosing crop.
+          tightest enclosing crop; `(0, 0, 0, 0)` for a decoy image with no
+          object.
 
     Raises:
         ValueError: If `count`, `seed`, `size`, `position_spread` or
@@ -134,6 +137,21 @@ def _draw_image(rng, size, rows, columns, position_spread, decoy_fraction):
         _draw_cross_mask(mask, rng, size, position_spread)
     else:
         _draw_decoy_mask(mask, rng, size, position_spread)
+    image = canvas.astype(np.float32)
+    box = (0, 0, 0, 0)
+    if mask.any():
+        box = _paint_object(image, canvas, mask, rng, size, rows, columns)
+    # Uniform grain with a random standard deviation of up to 10 grey levels;
+    # uniform draws are several times cheaper than normal ones.
+    grain_std = rng.uniform(0.0, 10.0)
+    grain = rng.random(image.shape, dtype=np.float32) - 0.5
+    image += grain * np.float32(grain_std * np.sqrt(12.0))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return image, label, box
+
+
+def _paint_object(image, canvas, mask, rng, size, rows, columns):
+    """Paints the object of `mask` into the float32 `image`; returns its box."""
     covered_rows, covered_columns = np.nonzero(mask >= 128)
     box = (
         covered_rows.min(),
@@ -150,7 +168,6 @@ def _draw_image(rng, size, rows, columns, position_spread, decoy_fraction):
     angle = rng.uniform(0, 2 * np.pi)
     strength = rng.uniform(0.0, 0.25) / (0.5 * size)
 
-    image = canvas.astype(np.float32)
     # Blending only where the mask is non-zero (anti-aliased edges included)
     # keeps this cheap: the object covers a small part of the image.
     touched_rows, touched_columns = np.nonzero(mask)
@@ -165,13 +182,7 @@ def _draw_image(rng, size, rows, columns, position_spread, decoy_fraction):
     alpha = mask[region].astype(np.float32)[:, :, None] / 255.0
     object_pixels = colour * shading[:, :, None]
     image[region] += alpha * (object_pixels - image[region])
-    # Uniform grain with a random standard deviation of up to 10 grey levels;
-    # uniform draws are several times cheaper than normal ones.
-    grain_std = rng.uniform(0.0, 10.0)
-    grain = rng.random(image.shape, dtype=np.float32) - 0.5
-    image += grain * np.float32(grain_std * np.sqrt(12.0))
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    return image, label, box
+    return box
 
 
 def _random_colour(rng, saturation=(0.0, 1.0), value=(0.15, 1.0)):
@@ -334,32 +345,64 @@ def _draw_cross_mask(mask, rng, size, position_spread):
 
 
 def _draw_decoy_mask(mask, rng, size, position_spread):
-    """Draws a filled, rotated decoy into `mask`: a bar, a square or a triangle.
+    """Draws a filled, rotated decoy into `mask`, or nothing at all.
 
-    A bar is one arm of a cross: it has the cross's arm ends, so a network
-    that must answer "neither" for bars has to find a cross by the crossing
-    in its middle rather than by the tips of its arms. Squares share the
-    straight sides and outer corners of a cross, triangles its pointed ends.
+    Decoys share parts of a cross or a disc but are neither, so a network
+    that must answer "neither" for them has to find what makes each class:
+
+    - a bar (one straight arm), an L (two arms at a right angle), a T
+      (three arms) and a broken cross (all four arms, with a gap where they
+      would cross) have a cross's arm ends and corners, but not its
+      four-way crossing: a network must find a cross by its middle rather
+      than by the tips of its arms, where its Grad-CAM would otherwise peak,
+      just outside the cross's box;
+    - squares share the straight sides and outer corners of a cross,
+      triangles its pointed ends;
+    - an empty image (no object: background and clutter only) sets what
+      "no evidence" means, so that features every decoy has (arm ends) do
+      not count as evidence for a cross merely by being more than nothing.
+
     All are about as large as discs and crosses.
+
+    Returns:
+        Whether anything was drawn.
     """
-    kind = int(rng.integers(3))
+    kind = int(rng.integers(7))
     angle = rng.uniform(0, 2 * np.pi)
-    if kind == 0:
+    if kind == 6:
+        return False
+    if kind in (0, 3, 4, 5):
         arm = rng.uniform(19.0, 38.0) * size / 150.0
         half_width = arm * rng.uniform(0.2, 0.36)
-        outline = np.array([
-            (arm, -half_width), (arm, half_width), (-arm, half_width), (-arm, -half_width),
-        ])
+        gap = half_width + arm * rng.uniform(0.15, 0.35)
+        # Rectangles (left, top, right, bottom) in a cross's coordinates: the
+        # whole horizontal bar, or parts of a cross with arms left out.
+        rectangles = {
+            0: [(-arm, -half_width, arm, half_width)],
+            3: [(-half_width, -half_width, arm, half_width),
+                (-half_width, -half_width, half_width, arm)],
+            4: [(-arm, -half_width, arm, half_width),
+                (-half_width, -half_width, half_width, arm)],
+            5: [(gap, -half_width, arm, half_width), (-arm, -half_width, -gap, half_width),
+                (-half_width, gap, half_width, arm), (-half_width, -arm, half_width, -gap)],
+        }[kind]
+        outlines = [
+            np.array([(left, top), (right, top), (right, bottom), (left, bottom)])
+            for left, top, right, bottom in rectangles
+        ]
     else:
         sides = 4 if kind == 1 else 3
         radius = rng.uniform(20.0, 40.0) * size / 150.0
         corner_angles = 2 * np.pi * np.arange(sides) / sides
-        outline = radius * np.stack([np.cos(corner_angles), np.sin(corner_angles)], axis=1)
+        outlines = [radius * np.stack([np.cos(corner_angles), np.sin(corner_angles)], axis=1)]
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    extent = np.linalg.norm(outline, axis=1).max()
+    extent = max(np.linalg.norm(outline, axis=1).max() for outline in outlines)
     centre = _random_centre(rng, size, extent, position_spread)
-    corners = centre + outline @ rotation.T
-    cv2.fillPoly(
-        mask, [np.round(corners * _DRAW_SCALE).astype(np.int32)], 255,
-        lineType=cv2.LINE_AA, shift=_DRAW_SHIFT,
-    )
+    # One polygon at a time: overlapping parts stay filled.
+    for outline in outlines:
+        corners = centre + outline @ rotation.T
+        cv2.fillPoly(
+            mask, [np.round(corners * _DRAW_SCALE).astype(np.int32)], 255,
+            lineType=cv2.LINE_AA, shift=_DRAW_SHIFT,
+        )
+    return True

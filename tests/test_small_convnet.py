@@ -79,7 +79,12 @@ def test_decoys_replace_some_objects_and_keep_the_rest():
     plain_images, plain_labels, _ = make_shapes_dataset(60, seed=4)
     decoys = labels == DECOY_LABEL
     assert 10 < decoys.sum() < 50
-    assert np.all(boxes[decoys, 2] > boxes[decoys, 0])
+    # A decoy is a shape with a box, or no object at all (an all-zero box).
+    empty = np.all(boxes == 0, axis=1)
+    assert 0 < np.sum(decoys & empty) < decoys.sum()
+    assert not np.any(empty & ~decoys)
+    drawn = decoys & ~empty
+    assert np.all((boxes[drawn, 2] > boxes[drawn, 0]) & (boxes[drawn, 3] > boxes[drawn, 1]))
     np.testing.assert_array_equal(labels[~decoys], plain_labels[~decoys])
     np.testing.assert_array_equal(images[~decoys], plain_images[~decoys])
 
@@ -154,21 +159,26 @@ def test_held_out_accuracy(model, held_out):
 def test_grad_cam_points_at_the_object(held_out):
     # The pointing game of the Grad-CAM paper (Zhang et al.'s, which it uses):
     # the peak of the predicted class's heatmap (at conv2d_4, the default
-    # layer), laid over the image where each pixel looked, counts as a hit
-    # within 15 pixels of the object's box. Hits strictly inside the box are
-    # held to a floor of their own, below the goal of 90% (see the README).
+    # layer) -- the centre of its highest pixel, placed on the image where
+    # that pixel looked -- counts as a hit within 15 pixels of the object's
+    # box. Strictly inside the tight box, discs are hits nearly always;
+    # crosses are hit at an arm's end, and the conv2d_4 pixel that looks at
+    # an arm's end best is often centred a few pixels beyond it (its stride
+    # is 8): those floors are held separately (see the README).
     vision_model = convviz_core.load_model("small-convnet")
     assert vision_model.class_names == SHAPE_CLASS_NAMES
     layer = vision_model.default_cam_layer()
-    images, _, boxes = held_out
+    images, labels, boxes = held_out
     distances = []
     for image, (top, left, bottom, right) in zip(images, boxes):
         heatmap = convviz_core.grad_cam(vision_model, image)
-        placed = vision_model.heatmap_on_input(layer, heatmap)
-        row, column = np.unravel_index(np.argmax(placed), placed.shape)
+        row, column = vision_model.heatmap_peak(layer, heatmap)
         outside_rows = max(top - row, 0, row - (bottom - 1))
         outside_columns = max(left - column, 0, column - (right - 1))
         distances.append(np.hypot(outside_rows, outside_columns))
     distances = np.array(distances)
-    assert np.mean(distances <= 15) >= 0.90, f"pointing-game rate {np.mean(distances <= 15):.3f}"
-    assert np.mean(distances == 0) >= 0.80, f"inside-the-box rate {np.mean(distances == 0):.3f}"
+    assert np.mean(distances <= 15) >= 0.95, f"pointing-game rate {np.mean(distances <= 15):.3f}"
+    inside = distances == 0
+    assert inside.mean() >= 0.80, f"inside-the-box rate {inside.mean():.3f}"
+    assert inside[labels == 0].mean() >= 0.95, f"discs inside the box {inside[labels == 0].mean():.3f}"
+    assert inside[labels == 1].mean() >= 0.65, f"crosses inside the box {inside[labels == 1].mean():.3f}"

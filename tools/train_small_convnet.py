@@ -56,9 +56,10 @@ VALIDATION_SEED = 7
 WEIGHT_SEED = 42
 # Per epoch, how far from the centre objects may be (see make_shapes_dataset).
 POSITION_SPREADS = (0.0, 0.0, 0.3, 0.6, 0.8) + (1.0,) * 11
-# A quarter of the training images show a bar, square or triangle instead of a disc
-# or cross, with the target 0.5 (see make_shapes_dataset's decoy_fraction).
-DECOY_FRACTION = 0.25
+# 30% of the training images show a decoy (a bar, an L, a T, a broken cross,
+# a square, a triangle or no object) instead of a disc or a cross, with the target 0.5
+# (see make_shapes_dataset's decoy_fraction).
+DECOY_FRACTION = 0.3
 DECOY_TARGET = 0.5
 IMAGE_SIZE = 150
 # The book's model is 13.8 MB of float32 weights; the issue caps the file.
