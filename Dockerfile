@@ -37,8 +37,9 @@ COPY . .
 # Numeric, so that a runtime (Kubernetes' runAsNonRoot) can tell it is not root.
 USER 10001:10001
 
-# Converts EfficientNet-Lite0 into the runtime user's cache (and fetches any
-# keras.applications weights asked for), so the container needs no network.
+# Loads each prepared model once: checks that EfficientNet-Lite0 and the small
+# convnet load offline, and downloads any keras.applications weights asked for
+# into the runtime user's KERAS_HOME, so the container needs no network.
 RUN python -c "import sys; from convviz_core import load_model; [load_model(name) for name in sys.argv[1:]]" ${PREPARED_MODELS}
 
 EXPOSE 8501

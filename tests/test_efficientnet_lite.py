@@ -1,5 +1,6 @@
 """Tests for the offline EfficientNet-Lite0 (architecture, weights, cache)."""
 
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -124,34 +125,12 @@ def test_weights_are_all_used_and_shape_checked(case):
         efficientnet_lite._load_torch_state_dict(fresh_model, state_dict, "test weights")
 
 
-def test_cached_copy_loads_and_agrees(model, sample_inputs, sample_probabilities, tmp_path,
-                                      monkeypatch):
+def test_loading_converts_each_time_and_writes_nothing(model, sample_inputs, sample_probabilities, tmp_path,
+                                                      monkeypatch):
+    # A cached copy would load no faster (bench/bench_model_load.py), so there is none.
     monkeypatch.setenv("CONVVIZ_CACHE_DIR", str(tmp_path))
-
-    converted = efficientnet_lite.load_efficientnet_lite0()
-
-    cached_files = sorted(path.name for path in (tmp_path / "models").iterdir())
-    assert cached_files == [efficientnet_lite.cached_model_path().name]
-    assert "converter1" in cached_files[0]
-
-    def refuse_to_build(*unused_arguments):
-        raise AssertionError("the cached copy should have been loaded")
-
-    monkeypatch.setattr(efficientnet_lite, "build_efficientnet_lite0", refuse_to_build)
-    cached = efficientnet_lite.load_efficientnet_lite0()
-
-    assert [layer.name for layer in cached.layers] == [layer.name for layer in model.layers]
-    for candidate in (converted, cached):
-        np.testing.assert_allclose(
-            candidate(sample_inputs, training=False).numpy(), sample_probabilities, atol=1e-6
-        )
-
-
-def test_cache_name_changes_with_converter_version(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONVVIZ_CACHE_DIR", str(tmp_path))
-    current = efficientnet_lite.cached_model_path()
-    next_version = efficientnet_lite.CONVERTER_VERSION + 1
-    monkeypatch.setattr(efficientnet_lite, "CONVERTER_VERSION", next_version)
-
-    assert efficientnet_lite.cached_model_path() != current
-    assert current.parent == tmp_path / "models"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    loaded = efficientnet_lite.load_efficientnet_lite0()
+    assert loaded is not model
+    assert list(tmp_path.iterdir()) == []
+    np.testing.assert_allclose(loaded(sample_inputs, training=False).numpy(), sample_probabilities, atol=1e-6)
