@@ -54,6 +54,7 @@ from tests.test_e2e_browser import (  # noqa: E402
     free_port,
     open_page,
     playwright_api,
+    start_streamlit,
     upload_photo,
     wait_for_app_idle,
     wait_until_healthy,
@@ -143,18 +144,10 @@ def files_under(folder):
 
 def start_server(port, log, temporary_folder, cache_dir):
     """`streamlit run app.py` on 127.0.0.1:port, with its own temporary folder."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(temporary_folder)}
+    env = {"TMPDIR": str(temporary_folder)}
     if cache_dir is not None:
         env["CONVVIZ_CACHE_DIR"] = str(cache_dir)
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return start_streamlit(port, log, env)
 
 
 class Visitor:

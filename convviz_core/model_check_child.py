@@ -146,16 +146,31 @@ def inspect_model_file(path, max_unpacked_bytes):
         _inspect_h5_file(path, head, max_unpacked_bytes)
 
 
+def _refuse_unless_signature(head, signature, what, other_signature, other_format):
+    """Refuses a file whose first bytes are not `signature`, saying what it is instead.
+
+    Args:
+        head: The file's first bytes.
+        signature: The bytes a file of the expected format starts with.
+        what: The expected format, for the message ("a .keras file (a ... )").
+        other_signature: The signature of the other allowed format.
+        other_format: What to say when the file has `other_signature`.
+    """
+    if head.startswith(signature):
+        return
+    foreign = other_format if head.startswith(other_signature) else _foreign_format(head)
+    raise Refused(
+        "inspection",
+        f"This is not {what}: "
+        + (f"it is {foreign}" if foreign else "save your model with model.save('model.keras')."),
+    )
+
+
 def _inspect_keras_archive(path, head, max_unpacked_bytes):
-    if not head.startswith(ZIP_SIGNATURE):
-        foreign = _foreign_format(head)
-        if head.startswith(HDF5_SIGNATURE):
-            foreign = "an HDF5 file, as Keras 2 saved models. Rename it to .h5 and upload it again."
-        raise Refused(
-            "inspection",
-            "This is not a .keras file (a .keras file is a zip archive): "
-            + (f"it is {foreign}" if foreign else "save your model with model.save('model.keras')."),
-        )
+    _refuse_unless_signature(
+        head, ZIP_SIGNATURE, "a .keras file (a .keras file is a zip archive)", HDF5_SIGNATURE,
+        "an HDF5 file, as Keras 2 saved models. Rename it to .h5 and upload it again.",
+    )
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
@@ -226,15 +241,10 @@ def _inspect_keras_archive(path, head, max_unpacked_bytes):
 
 
 def _inspect_h5_file(path, head, max_unpacked_bytes):
-    if not head.startswith(HDF5_SIGNATURE):
-        foreign = _foreign_format(head)
-        if head.startswith(ZIP_SIGNATURE):
-            foreign = "a zip archive, as .keras files are. Rename it to .keras and upload it again."
-        raise Refused(
-            "inspection",
-            "This is not an .h5 model file (an .h5 file is HDF5): "
-            + (f"it is {foreign}" if foreign else "save your model with model.save('model.keras')."),
-        )
+    _refuse_unless_signature(
+        head, HDF5_SIGNATURE, "an .h5 model file (an .h5 file is HDF5)", ZIP_SIGNATURE,
+        "a zip archive, as .keras files are. Rename it to .keras and upload it again.",
+    )
     _inspect_hdf5(path, max_unpacked_bytes, needs_model_config=True)
 
 

@@ -50,14 +50,12 @@ def free_port():
         return probe.getsockname()[1]
 
 
-@contextlib.contextmanager
-def streamlit_server(log_path, extra_env=None):
-    """Runs `streamlit run app.py` on a free localhost port until the block ends.
+def start_streamlit(port, log, extra_env=None):
+    """Starts `streamlit run app.py` on 127.0.0.1:port, its output going to the open file `log`.
 
-    Yields:
-        The app's base URL.
+    Returns:
+        The server's `subprocess.Popen`.
     """
-    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     command = [
         sys.executable, "-m", "streamlit", "run", "app.py",
@@ -67,8 +65,19 @@ def streamlit_server(log_path, extra_env=None):
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def streamlit_server(log_path, extra_env=None):
+    """Runs `streamlit run app.py` on a free localhost port until the block ends.
+
+    Yields:
+        The app's base URL.
+    """
+    port = free_port()
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = start_streamlit(port, log, extra_env)
         try:
             base_url = f"http://127.0.0.1:{port}"
             wait_until_healthy(base_url, process, log_path)
