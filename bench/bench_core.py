@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from convviz_core import VisionModel, activations, grad_cam  # noqa: E402
-from convviz_core.patterns import cpu_has_bf16, optimize_patterns, start_images  # noqa: E402
+from convviz_core.features.patterns import cpu_has_bf16, optimize_patterns, start_images  # noqa: E402
 
 LAYER = "block3_conv1"
 SIZE, STEPS, FILTERS = 64, 40, 64

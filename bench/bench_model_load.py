@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import keras
 import numpy as np
 
-from convviz_core import efficientnet_lite
+from convviz_core.models import efficientnet_lite
 
 
 def seconds(function):

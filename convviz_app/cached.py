@@ -26,12 +26,12 @@ import numpy as np
 import streamlit as st
 
 from convviz_core import activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
-from convviz_core.atlas_cache import FilterAtlasCache
-from convviz_core.gradcam import grad_cam_with_probabilities
-from convviz_core.images import load_image_info, resize_to
-from convviz_core.models import BUILTIN_MODELS
-from convviz_core.patterns import pattern_grid
-from convviz_core.summary import summarize_model
+from convviz_core.features.atlas_cache import FilterAtlasCache
+from convviz_core.cam.gradcam import grad_cam_with_probabilities
+from convviz_core.inputs.images import load_image_info, resize_to
+from convviz_core.models.registry import BUILTIN_MODELS
+from convviz_core.features.patterns import pattern_grid
+from convviz_core.graph.summary import summarize_model
 
 from convviz_app import figures
 

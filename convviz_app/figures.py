@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import plotly.graph_objects as go
 
-from convviz_core.images import resize_to
+from convviz_core.inputs.images import resize_to
 
 # Wider pictures are shrunk by the browser anyway (Streamlit's content is at
 # most 1460 pixels wide), so enlarging past this only costs bytes.

@@ -6,16 +6,15 @@ the page reads the choice with `current_selection()`.
 
 import dataclasses
 import hashlib
-import re
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from convviz_core import InputError, available_models
-from convviz_core.images import ALLOWED_FORMATS, MAX_FILE_BYTES
-from convviz_core.models import DEFAULT_MODEL, MODEL_FILE_SUFFIXES, PREPROCESS_PRESETS, parse_class_names
-from convviz_core.samples import sample_captions, sample_image, sample_names
+from convviz_core.inputs.file_names import display_name
+from convviz_core.inputs.images import ALLOWED_FORMATS, MAX_FILE_BYTES
+from convviz_core.models.registry import DEFAULT_MODEL, MODEL_FILE_SUFFIXES, PREPROCESS_PRESETS, parse_class_names
+from convviz_core.inputs.samples import sample_captions, sample_image, sample_names
 
 from convviz_app import cached
 
@@ -197,7 +196,7 @@ def _uploaded_model():
     if upload is None:
         st.info("Upload a .keras or .h5 model to explore it.")
         return None, None, "your model", False
-    title = _display_name(upload.name)
+    title = display_name(upload.name)
     class_names = None
     if class_file is not None:
         try:
@@ -248,7 +247,7 @@ def _image_picker():
             st.caption("Using your photo; remove it to go back to the sample photos.")
             for note in notes:
                 st.caption(note)
-            return f"upload:{upload_hash[:24]}", pixels, _display_name(upload.name)
+            return f"upload:{upload_hash[:24]}", pixels, display_name(upload.name)
     else:
         st.caption(captions[sample])
     return f"sample:{sample}", sample_image(sample), f"the sample photo '{SAMPLE_TITLES.get(sample, sample)}'"
@@ -280,7 +279,3 @@ def _upload_hash(upload, data):
     return digest
 
 
-def _display_name(file_name):
-    """A user's file name made safe to show as Markdown (and short)."""
-    safe = re.sub(r"[^A-Za-z0-9 ._()-]", "_", Path(str(file_name)).name)
-    return safe[:60] or "upload"

@@ -4,7 +4,7 @@ import streamlit as st
 
 from convviz_app import cached, figures
 from convviz_app.sidebar import current_selection, page_intro, require_model
-from convviz_core.activations import overview_layers
+from convviz_core.intermediate_activations import overview_layers
 
 selection = current_selection()
 page_intro(

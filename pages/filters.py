@@ -5,9 +5,9 @@ import streamlit as st
 from convviz_app import cached, figures
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
-from convviz_core.activations import channel_map, most_active_channel
-from convviz_core.atlas_cache import atlas_request
-from convviz_core.patterns import default_pattern_layer
+from convviz_core.intermediate_activations import channel_map, most_active_channel
+from convviz_core.features.atlas_cache import atlas_request
+from convviz_core.features.patterns import default_pattern_layer
 
 PATTERN_SIZES = [32, 48, 64, 96, 128, 150, 224]
 FILTER_COUNTS = [8, 16, 32, 64]

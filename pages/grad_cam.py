@@ -7,7 +7,7 @@ import streamlit as st
 from convviz_app import cached, figures
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
-from convviz_core.gradcam import rank_classes
+from convviz_core.predictions import rank_classes
 
 TOP = 5
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from convviz_core import InputError, VisionModel, activation_grid, activations, dead_channels
-from convviz_core.activations import TRACE_COUNTS
+from convviz_core.intermediate_activations import TRACE_COUNTS
 
 
 def scale_pixels(images):

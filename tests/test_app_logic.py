@@ -7,9 +7,9 @@ import pytest
 
 from convviz_app import figures
 from convviz_core import VisionModel, load_model
-from convviz_core.activations import channel_map, most_active_channel, overview_layers
-from convviz_core.gradcam import rank_classes
-from convviz_core.patterns import default_pattern_layer
+from convviz_core.intermediate_activations import channel_map, most_active_channel, overview_layers
+from convviz_core.predictions import rank_classes
+from convviz_core.features.patterns import default_pattern_layer
 
 
 @pytest.fixture(scope="module")

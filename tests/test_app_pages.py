@@ -16,8 +16,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from convviz_core import InputError
-from convviz_core import models as models_module
-from convviz_core.samples import sample_image
+from convviz_core.models import registry as models_module
+from convviz_core.inputs.samples import sample_image
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 # TensorFlow's first import, a model conversion and graph tracing happen in

@@ -23,10 +23,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from convviz_app import cached
-from convviz_core import patterns as patterns_module
-from convviz_core.activations import TRACE_COUNTS as ACTIVATION_TRACES
-from convviz_core.gradcam import TRACE_COUNTS as GRAD_CAM_TRACES
-from convviz_core.patterns import TRACE_COUNTS as PATTERN_TRACES
+from convviz_core.features import patterns as patterns_module
+from convviz_core.intermediate_activations import TRACE_COUNTS as ACTIVATION_TRACES
+from convviz_core.cam.gradcam import TRACE_COUNTS as GRAD_CAM_TRACES
+from convviz_core.features.patterns import TRACE_COUNTS as PATTERN_TRACES
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 240

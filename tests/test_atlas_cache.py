@@ -1,4 +1,4 @@
-"""Tests for `convviz_core.atlas_cache`: keys, the disk cache, the memory cache and the background jobs."""
+"""Tests for `convviz_core.features.atlas_cache`: keys, the disk cache, the memory cache and the background jobs."""
 
 import dataclasses
 import os
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from convviz_core import InputError, VisionModel, filter_patterns
-from convviz_core import atlas_cache
-from convviz_core.atlas_cache import (
+from convviz_core.features import atlas_cache
+from convviz_core.features.atlas_cache import (
     MAX_FILTERS,
     FilterAtlasCache,
     atlas_request,

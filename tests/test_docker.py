@@ -118,8 +118,8 @@ def test_dockerignore_keeps_the_app_and_drops_the_rest():
         "app.py",
         "pages/activations.py",
         "convviz_app/sidebar.py",
-        "convviz_core/model_check_child.py",
-        "convviz_core/data/small_convnet.keras",
+        "convviz_core/safety/model_check_child.py",
+        "convviz_core/models/data/small_convnet.keras",
         ".streamlit/config.toml",
         "requirements.txt",
     ):

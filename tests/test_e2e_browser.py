@@ -157,7 +157,7 @@ def upload_photo(page, path):
 
 def write_photo(folder):
     """Writes a real photograph (scikit-image's espresso, CC0) as a JPEG file."""
-    from convviz_core.samples import sample_image
+    from convviz_core.inputs.samples import sample_image
 
     path = Path(folder) / "espresso.jpg"
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(sample_image("coffee"), cv2.COLOR_RGB2BGR))

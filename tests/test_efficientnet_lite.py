@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convviz_core import efficientnet_lite
+from convviz_core.models import efficientnet_lite
 from convviz_core.errors import InputError
-from convviz_core.labels import imagenet_class_names
-from convviz_core.samples import sample_image
-from convviz_core.torch_weights import read_state_dict
+from convviz_core.models.labels import imagenet_class_names
+from convviz_core.inputs.samples import sample_image
+from convviz_core.models.torch_weights import read_state_dict
 
 _CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from convviz_core import VisionModel
-from convviz_core.geometry import AxisGeometry, heatmap_peak, layer_geometry, upsample_heatmap
+from convviz_core.graph.geometry import AxisGeometry, heatmap_peak, layer_geometry, upsample_heatmap
 
 from book_reference import book_small_convnet
 

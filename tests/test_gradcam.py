@@ -16,8 +16,10 @@ import keras
 import numpy as np
 import pytest
 
-from convviz_core import InputError, VisionModel, colorize, grad_cam, gradcam, overlay, predict
-from convviz_core.gradcam import class_activation_map
+from convviz_core import InputError, VisionModel, colorize, grad_cam, overlay, predict
+from convviz_core import predictions
+from convviz_core.cam import gradcam
+from convviz_core.cam.gradcam import class_activation_map
 
 from book_reference import book_small_convnet
 
@@ -177,7 +179,11 @@ def test_predict_resizes_any_image_size(softmax_models):
     image = np.full((9, 13, 3), 6, dtype=np.uint8)
     small = np.full((4, 4, 3), 6, dtype=np.uint8)
     for head, model in softmax_models.items():
-        assert predict(model, image) == pytest.approx(predict(model, small)), head
+        large_top, small_top = predict(model, image), predict(model, small)
+        assert [(index, label) for index, label, _ in large_top] == [
+            (index, label) for index, label, _ in small_top
+        ], head
+        assert [p for *_, p in large_top] == pytest.approx([p for *_, p in small_top]), head
 
 
 def test_all_zero_heatmap_is_zeros_not_nan(softmax_models):
@@ -264,12 +270,12 @@ def test_grad_cam_does_not_retrace_for_new_classes_or_images():
     rng = np.random.default_rng(0)
     grad_cam(model, known_image(), 0, "conv")
     predict(model, known_image())
-    traces = dict(gradcam.TRACE_COUNTS)
+    traces = {**gradcam.TRACE_COUNTS, **predictions.TRACE_COUNTS}
     for class_index in (1, 2, None):
         grad_cam(model, rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), class_index, "conv")
         grad_cam(model, rng.integers(0, 256, (7, 5, 3), dtype=np.uint8), class_index)
         predict(model, rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
-    assert gradcam.TRACE_COUNTS == traces
+    assert {**gradcam.TRACE_COUNTS, **predictions.TRACE_COUNTS} == traces
 
 
 # --- Overlay -------------------------------------------------------------------

@@ -35,20 +35,20 @@ import pytest
 import tensorflow as tf
 
 from convviz_core import InputError, VisionModel, activations, grad_cam
-from convviz_core.model_check import (
+from convviz_core.safety.model_check import (
     MAX_MODEL_FILE_BYTES,
     ModelFileRefused,
     check_model_file,
 )
-from convviz_core.model_check_child import inspect_model_config
-from convviz_core.models import load_model_file, load_uploaded_model
+from convviz_core.safety.model_check_child import inspect_model_config
+from convviz_core.models.registry import load_model_file, load_uploaded_model
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:You are saving your model as an HDF5 file:UserWarning",
     "ignore:Do not pass an `input_shape`:UserWarning",
 )
 
-SMALL_CONVNET = Path(__file__).resolve().parent.parent / "convviz_core" / "data" / "small_convnet.keras"
+SMALL_CONVNET = Path(__file__).resolve().parent.parent / "convviz_core" / "models" / "data" / "small_convnet.keras"
 
 
 def _write_canary_source(canary):
@@ -583,7 +583,7 @@ def test_a_file_refused_for_good_is_refused_again_without_a_check(uploads, monke
     def no_second_check(*args, **kwargs):
         raise AssertionError("the file was checked again")
 
-    monkeypatch.setattr("convviz_core.models.check_model_file", no_second_check)
+    monkeypatch.setattr("convviz_core.models.registry.check_model_file", no_second_check)
     with pytest.raises(ModelFileRefused, match="Lambda layer"):
         load_uploaded_model(uploads["lambda_keras"][0], "again.keras")
 
@@ -598,7 +598,7 @@ def test_the_inspection_accepts_real_architectures(architecture):
 
 
 def test_the_inspection_skips_only_the_top_level_compile_config():
-    from convviz_core.model_check_child import Refused
+    from convviz_core.safety.model_check_child import Refused
 
     custom_loss = {"module": "my_project.losses", "class_name": "FocalLoss", "config": {}, "registered_name": None}
     model = {"module": "keras", "class_name": "Sequential", "config": {"layers": []}}

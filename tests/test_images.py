@@ -1,7 +1,7 @@
-"""Tests for `convviz_core.images`: every kind of upload, friendly or hostile.
+"""Tests for `convviz_core.inputs.images`: every kind of upload, friendly or hostile.
 
 Each input is generated in the test that uses it. Expected pixels are worked
-out here from the rules documented in `convviz_core/images.py`.
+out here from the rules documented in `convviz_core/inputs/images.py`.
 """
 
 import dataclasses
@@ -17,7 +17,7 @@ import pytest
 from PIL import ExifTags
 from PIL import Image
 
-from convviz_core import images
+from convviz_core.inputs import images
 from convviz_core.errors import InputError
 
 RED = (255, 0, 0)

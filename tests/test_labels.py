@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convviz_core.labels import imagenet_class_names, imagenet_synset_ids
+from convviz_core.models.labels import imagenet_class_names, imagenet_synset_ids
 
 _REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,6 @@ def test_shipped_file_is_what_the_build_script_makes():
     specification.loader.exec_module(module)
 
     shipped = json.loads(
-        (_REPOSITORY_ROOT / "convviz_core" / "data" / "imagenet_classes.json").read_text()
+        (_REPOSITORY_ROOT / "convviz_core" / "models" / "data" / "imagenet_classes.json").read_text()
     )
     assert shipped == module.build_class_index()

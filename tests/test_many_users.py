@@ -39,7 +39,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 from streamlit.testing.v1.util import patch_config_options
 
-from convviz_core.models import BUILTIN_MODELS
+from convviz_core.models.registry import BUILTIN_MODELS
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 SESSIONS = 8

@@ -18,7 +18,7 @@ from convviz_core import (
     pattern_grid,
     predict,
 )
-from convviz_core.patterns import cpu_has_bf16, deprocess_image, optimize_patterns, start_images
+from convviz_core.features.patterns import cpu_has_bf16, deprocess_image, optimize_patterns, start_images
 
 from book_reference import book_pattern
 

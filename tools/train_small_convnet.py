@@ -3,9 +3,9 @@
 The book's §5.4.1 visualises the activations of the small convnet it trained
 from scratch on cats and dogs in §5.2. Those photos are not available offline,
 so this script trains exactly the same architecture on images drawn by
-`convviz_core.synthetic.make_shapes_dataset` and ships the result as
-`convviz_core/data/small_convnet.keras`, with its class names in
-`convviz_core/data/small_convnet_classes.json`.
+`tools.synthetic.make_shapes_dataset` and ships the result as
+`convviz_core/models/data/small_convnet.keras`, with its class names in
+`convviz_core/models/data/small_convnet_classes.json`.
 
 Every epoch sees freshly drawn images (seed `TRAIN_SEED_BASE + epoch`), which
 does what the book's data augmentation did -- the network never sees an image
@@ -41,14 +41,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from convviz_core.synthetic import (  # noqa: E402
+from tools.synthetic import (  # noqa: E402
     DECOY_LABEL,
     SHAPE_CLASS_NAMES,
     make_shapes_dataset,
 )
 
-MODEL_PATH = REPOSITORY / "convviz_core" / "data" / "small_convnet.keras"
-CLASSES_PATH = REPOSITORY / "convviz_core" / "data" / "small_convnet_classes.json"
+MODEL_PATH = REPOSITORY / "convviz_core" / "models" / "data" / "small_convnet.keras"
+CLASSES_PATH = REPOSITORY / "convviz_core" / "models" / "data" / "small_convnet_classes.json"
 # Training draws from seeds TRAIN_SEED_BASE, TRAIN_SEED_BASE + 1, ... (one per
 # epoch); held-out images come from VALIDATION_SEED, outside that range.
 TRAIN_SEED_BASE = 1000
@@ -221,7 +221,7 @@ def main():
                 "class_names": SHAPE_CLASS_NAMES,
                 "preprocess": "pixels / 255",
                 "output": "sigmoid probability of class_names[1]",
-                "generator": "convviz_core.synthetic.make_shapes_dataset",
+                "generator": "tools.synthetic.make_shapes_dataset",
                 "train_seeds": [TRAIN_SEED_BASE, TRAIN_SEED_BASE + len(POSITION_SPREADS) - 1],
                 "validation_seed": VALIDATION_SEED,
                 "decoy_fraction": DECOY_FRACTION,

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from convviz_core.errors import InputError
-from convviz_core.graph import GraphPlan
+from convviz_core.graph.plan import GraphPlan
 
 TRACE_COUNTS = {"filter_patterns": 0}
 
@@ -77,7 +77,11 @@ def _computes_one_channel_each(layer):
     """Whether `_chosen_channel_conv` can stand in for this layer.
 
     Dilated convolutions are left out: a dilated depthwise convolution needs a
-    static channel count, and the folded batch × channels axis is dynamic.
+    static channel count, and the folded batch × channels axis is dynamic. So
+    are unequal strides, such as (2, 1): TensorFlow's CPU depthwise kernel
+    refuses them on CPUs without oneDNN's AVX-512 path ("Current
+    implementation only supports equal length strides"); such a layer is run
+    whole and the chosen channels gathered.
     """
     return (
         type(layer) is keras.layers.Conv2D
@@ -85,6 +89,7 @@ def _computes_one_channel_each(layer):
         and layer.data_format == "channels_last"
         and layer.padding in ("same", "valid")
         and tuple(layer.dilation_rate) == (1, 1)
+        and layer.strides[0] == layer.strides[1]
     )
 
 

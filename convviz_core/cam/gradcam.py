@@ -1,84 +1,11 @@
-"""Class predictions and Grad-CAM class-activation heatmaps (book §5.4.3)."""
+"""Grad-CAM class-activation heatmaps (book §5.4.3)."""
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
-from convviz_core.errors import InputError
-from convviz_core.graph import pre_activation
+from convviz_core.predictions import score_overrides
 
-TRACE_COUNTS = {"predict": 0, "grad_cam": 0}
-
-
-def _score_overrides(model):
-    """Plan overrides that make the model output its scores before the softmax."""
-    final = model.plan.final_call()
-    return {final.path: pre_activation} if final is not None else {}
-
-
-def _build_predict_function(model):
-    height, width = model.input_size
-
-    @tf.function(
-        input_signature=[tf.TensorSpec((None, height, width, 3), tf.uint8)], autograph=False
-    )
-    def compute(images):
-        TRACE_COUNTS["predict"] += 1
-        _, scores = model.plan.run(
-            model.preprocess(images), with_output=True, overrides=_score_overrides(model)
-        )
-        return model.probabilities(tf.cast(scores, tf.float32))
-
-    return compute
-
-
-def class_probabilities(model, image):
-    """Returns the model's probability for every class, for one image.
-
-    Args:
-        model: A `VisionModel` with a class output.
-        image: RGB uint8 array (height, width, 3) of any size.
-
-    Returns:
-        float32 array (classes,).
-
-    Raises:
-        InputError: If the model has no class output or the image is not RGB uint8.
-    """
-    model.check_class(0)
-    compute = model.cached_function(("predict",), lambda: _build_predict_function(model))
-    return compute(tf.constant(model.prepare(image))).numpy()[0]
-
-
-def predict(model, image, top=3):
-    """Returns the model's most probable classes for one image.
-
-    Args:
-        model: A `VisionModel` with a class output.
-        image: RGB uint8 array (height, width, 3) of any size.
-        top: How many classes to return.
-
-    Returns:
-        [(class index, label, probability), ...], most probable first.
-    """
-    return rank_classes(model, class_probabilities(model, image), top)
-
-
-def rank_classes(model, probabilities, top=3):
-    """Returns the most probable classes of a probability vector, best first.
-
-    Args:
-        model: The `VisionModel` whose class names label the classes.
-        probabilities: float array (classes,), e.g. from
-            `grad_cam_with_probabilities`.
-        top: How many classes to return.
-
-    Returns:
-        [(class index, label, probability), ...]; ties keep class order.
-    """
-    probabilities = np.asarray(probabilities)
-    order = np.argsort(-probabilities, kind="stable")[: max(1, int(top))]
-    return [(int(index), model.class_label(index), float(probabilities[index])) for index in order]
+TRACE_COUNTS = {"grad_cam": 0}
 
 
 def _build_cam_function(model, layer_name):
@@ -107,7 +34,7 @@ def _build_cam_function(model, layer_name):
                 taps=(layer_name,),
                 with_output=True,
                 on_tap=watch,
-                overrides=_score_overrides(model),
+                overrides=score_overrides(model),
             )
             scores = tf.cast(scores, tf.float32)
             probabilities = model.probabilities(scores)
@@ -206,44 +133,3 @@ def grad_cam_with_probabilities(model, image, class_index=None, layer_name=None)
     features, gradients, probabilities = compute(batch, tf.constant(requested, tf.int32))
     heatmap = class_activation_map(features.numpy()[0], gradients.numpy()[0])
     return heatmap, probabilities.numpy()[0]
-
-
-def colorize(heatmap):
-    """Colours a [0, 1] heatmap with OpenCV's JET colormap, as RGB uint8.
-
-    Args:
-        heatmap: float array (height, width) in [0, 1].
-
-    Returns:
-        uint8 array (height, width, 3), RGB.
-    """
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    if heatmap.ndim != 2:
-        raise InputError(f"A heatmap must be 2-D (height, width). Received shape {heatmap.shape}.")
-    levels = np.uint8(255 * np.clip(np.nan_to_num(heatmap), 0.0, 1.0))
-    # OpenCV returns BGR; the rest of ConvViz works in RGB.
-    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-
-
-def overlay(image, heatmap, alpha=0.4):
-    """Superimposes a heatmap on an image, as in the book (heatmap × 0.4 + image).
-
-    Args:
-        image: RGB uint8 array (height, width, 3).
-        heatmap: float array (h, w) in [0, 1], any size; it is resized to the
-            image.
-        alpha: Strength of the heatmap.
-
-    Returns:
-        uint8 RGB array with the image's height and width.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise InputError(
-            f"Expected an RGB uint8 image of shape (height, width, 3), received "
-            f"dtype={image.dtype}, shape={image.shape}."
-        )
-    height, width = image.shape[:2]
-    resized = cv2.resize(np.asarray(heatmap, dtype=np.float32), (width, height))
-    blended = colorize(resized).astype(np.float32) * float(alpha) + image.astype(np.float32)
-    return np.clip(blended, 0, 255).astype(np.uint8)

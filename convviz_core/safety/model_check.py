@@ -4,7 +4,7 @@ A model file is a program: Keras's safe_mode refuses the known ways to run
 code from one, but its documentation says safe_mode is not isolation, and a
 file can also ask for more memory or time than a shared server has. So
 `check_model_file` first loads the file in a fresh, limited Python process
-(`convviz_core/model_check_child.py`), the same way the server will, and the
+(`convviz_core/safety/model_check_child.py`), the same way the server will, and the
 server loads it only if that child reports success. A file that hangs, exhausts
 memory or crashes kills only the child.
 

@@ -1,6 +1,6 @@
 """What runs in the child process that checks an uploaded model file.
 
-`convviz_core.model_check` starts this file as a script in a fresh Python
+`convviz_core.safety.model_check` starts this file as a script in a fresh Python
 (`python -I model_check_child.py REQUEST`), never imports it into the server.
 The child:
 
@@ -404,13 +404,13 @@ def _load_and_run(path, name, input_size):
     Returns:
         The facts of the report (JSON-serialisable).
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import numpy as np
     import tensorflow as tf
 
     from convviz_core.errors import InputError
-    from convviz_core.model import VisionModel
-    from convviz_core.models import load_model_file
+    from convviz_core.models.vision_model import VisionModel
+    from convviz_core.models.registry import load_model_file
 
     try:
         keras_model = load_model_file(path)

@@ -17,7 +17,7 @@ import cv2
 import keras
 import numpy as np
 
-from convviz_core.graph import _Alias
+from convviz_core.graph.plan import _Alias
 
 _CONVOLUTIONS = (
     keras.layers.Conv2D,

@@ -14,7 +14,7 @@ NUMBER_OF_IMAGENET_CLASSES = 1000
 
 @functools.lru_cache(maxsize=1)
 def _imagenet_class_index():
-    path = importlib.resources.files("convviz_core") / "data" / "imagenet_classes.json"
+    path = importlib.resources.files("convviz_core.models") / "data" / "imagenet_classes.json"
     text = path.read_text(encoding="utf-8")
     pairs = json.loads(text)
     if len(pairs) != NUMBER_OF_IMAGENET_CLASSES:

@@ -7,9 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from convviz_core.errors import InputError
-from convviz_core.geometry import heatmap_peak, layer_geometry, upsample_heatmap
-from convviz_core.graph import GraphPlan, can_strip_activation, head_activation
-from convviz_core.images import resize_to
+from convviz_core.graph.geometry import heatmap_peak, layer_geometry, upsample_heatmap
+from convviz_core.graph.plan import GraphPlan, can_strip_activation, head_activation
+from convviz_core.inputs.images import check_rgb_image, resize_to
 
 # Spatial size used for models that accept any input size (a base without its top).
 DEFAULT_INPUT_SIZE = (224, 224)
@@ -198,13 +198,7 @@ class VisionModel:
         Raises:
             InputError: If `image` is not an RGB uint8 array.
         """
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise InputError(
-                f"Expected an RGB uint8 image of shape (height, width, 3), received "
-                f"dtype={image.dtype}, shape={image.shape}. Load images with load_image()."
-            )
-        return resize_to(image, self.input_size)[np.newaxis]
+        return resize_to(check_rgb_image(image), self.input_size)[np.newaxis]
 
     def layer_info(self, layer_name):
         """Returns the `LayerInfo` of a layer with a 4-D output.

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from convviz_core.errors import InputError
-from convviz_core.torch_weights import read_state_dict
+from convviz_core.models.torch_weights import read_state_dict
 
 MODEL_NAME = "efficientnet_lite0"
 INPUT_SIZE = 224

@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from convviz_core.graph import SEPARATOR
+from convviz_core.graph.plan import SEPARATOR
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,9 +20,10 @@ import keras
 import tensorflow as tf
 
 from convviz_core.errors import InputError
-from convviz_core.labels import imagenet_class_names
-from convviz_core.model import VisionModel
-from convviz_core.model_check import MAX_MODEL_FILE_BYTES, ModelFileRefused, check_model_file
+from convviz_core.inputs.file_names import display_name
+from convviz_core.models.labels import imagenet_class_names
+from convviz_core.models.vision_model import VisionModel
+from convviz_core.safety.model_check import MAX_MODEL_FILE_BYTES, ModelFileRefused, check_model_file
 
 DEFAULT_MODEL = "efficientnet-lite0"
 MODEL_FILE_SUFFIXES = (".keras", ".h5")
@@ -188,7 +189,7 @@ def available_models():
 
 
 def _data_path(name):
-    return Path(str(importlib.resources.files("convviz_core") / "data" / name))
+    return Path(str(importlib.resources.files("convviz_core.models") / "data" / name))
 
 
 def _load_small_convnet():
@@ -205,7 +206,7 @@ def _load_small_convnet():
 
 
 def _load_efficientnet_lite0():
-    from convviz_core.efficientnet_lite import (
+    from convviz_core.models.efficientnet_lite import (
         load_efficientnet_lite0,
         preprocess_efficientnet_lite,
     )
@@ -316,7 +317,7 @@ def load_uploaded_model(data, file_name, preprocess=None, class_names=None, inpu
             do not fit the model.
     """
     suffix = _checked_upload_suffix(data, file_name)
-    name = _display_name(file_name)
+    name = display_name(file_name, MODEL_FILE_SUFFIXES, fallback="uploaded model")
     refusal_key = (hashlib.sha256(data).hexdigest(), suffix, input_size and tuple(input_size))
     with _REFUSED_UPLOADS_LOCK:
         refusal = _REFUSED_UPLOADS.get(refusal_key)
@@ -361,15 +362,6 @@ def _checked_upload_suffix(data, file_name):
             f"{MAX_MODEL_FILE_BYTES / 1024**2:,.0f} MB. Upload a smaller model.",
         )
     return suffix
-
-
-def _display_name(file_name):
-    """The user's file name without folders or suffix, safe to show: at most 80 plain characters."""
-    stem = PurePosixPath(str(file_name).replace("\\", "/")).name
-    for suffix in MODEL_FILE_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-    return re.sub(r"[^\w.()+ -]", "_", stem)[:80].strip() or "uploaded model"
 
 
 def load_model_file(path):

@@ -226,6 +226,27 @@ def load_image_info(source) -> LoadedImage:
     )
 
 
+def check_rgb_image(image) -> np.ndarray:
+    """Checks that an array is one RGB uint8 image, as the views take it.
+
+    Args:
+        image: Anything array-like.
+
+    Returns:
+        `image` as a numpy array (not copied).
+
+    Raises:
+        InputError: If it is not a uint8 array of shape (height, width, 3).
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise InputError(
+            f"Expected an RGB uint8 image of shape (height, width, 3), received "
+            f"dtype={image.dtype}, shape={image.shape}. Load images with load_image()."
+        )
+    return image
+
+
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resizes an RGB image to a given (height, width).
 

@@ -38,9 +38,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convviz_core import patterns as patterns_module
+from convviz_core.features import patterns as patterns_module
 from convviz_core.errors import InputError
-from convviz_core.models import BUILTIN_MODELS
+from convviz_core.models.registry import BUILTIN_MODELS
 from convviz_core.paths import cache_dir
 
 # Bump when the meaning or layout of a stored atlas changes.

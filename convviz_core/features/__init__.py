@@ -1,0 +1,1 @@
+"""Feature visualisation: filter patterns and the atlas cache shared by every session."""

@@ -1,0 +1,1 @@
+"""Inputs: the hardened image loader and the bundled sample photos."""
