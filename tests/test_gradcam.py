@@ -19,7 +19,7 @@ import pytest
 from convviz_core import InputError, VisionModel, colorize, grad_cam, overlay, predict
 from convviz_core import predictions
 from convviz_core.cam import gradcam
-from convviz_core.cam.gradcam import class_activation_map
+from convviz_core.cam.base import combine_channels
 
 from book_reference import book_small_convnet
 
@@ -192,7 +192,7 @@ def test_all_zero_heatmap_is_zeros_not_nan(softmax_models):
     heatmap = grad_cam(model, np.zeros((4, 4, 3), np.uint8), 1, "conv")
     np.testing.assert_array_equal(heatmap, np.zeros((4, 4), np.float32))
     # Only negative weighted sums: the ReLU leaves nothing.
-    heatmap = class_activation_map(np.ones((3, 3, 2)), -np.ones((3, 3, 2)))
+    heatmap = combine_channels(np.ones((3, 3, 2)), -np.ones((3, 3, 2)))
     np.testing.assert_array_equal(heatmap, np.zeros((3, 3), np.float32))
     assert heatmap.dtype == np.float32
 
