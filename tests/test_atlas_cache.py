@@ -1,4 +1,4 @@
-"""Tests for `convviz_core.features.atlas_cache`: keys, the disk cache, the memory cache and the background jobs."""
+"""Tests for `convviz_core.features.atlas_cache`: keys, the disk cache, the memory cache and the jobs that compute atlases."""
 
 import dataclasses
 import os
@@ -16,11 +16,14 @@ from convviz_core.features.atlas_cache import (
     MAX_FILTERS,
     FilterAtlasCache,
     atlas_request,
+    dependency_modules,
     load_atlas,
     prune,
     save_atlas,
     weights_digest,
 )
+from convviz_core.jobs import JobCancelled, JobPool, JobTimedOut, Priority, QueueFull
+from convviz_core.models.registry import load_model
 
 SIZE = 16
 STEPS = 3
@@ -111,12 +114,39 @@ def test_every_parameter_is_part_of_the_key(model, change):
     assert request_for(model, **change).key != base.key
 
 
-def test_the_size_is_part_of_the_key_only_for_models_that_accept_any_size(model):
-    assert request_for(model, size=64).key == request_for(model, size=SIZE).key
+def reshaped_model():
+    """A fixed-size model whose last conv follows a Reshape: it runs at the input size only."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Reshape((SIZE * 2, SIZE // 2, 3))(inputs)
+    x = keras.layers.Conv2D(2, 3, name="after_reshape")(x)
+    return VisionModel(keras.Model(inputs, x), name="reshaped")
+
+
+def test_the_size_is_part_of_the_key_where_the_layer_allows_any_size(model):
+    # Fully convolutional up to the layer: the size applies, even to a fixed-size model.
+    small, large = request_for(model, size=SIZE), request_for(model, size=24)
+    assert (small.height, large.height) == (SIZE, 24) and small.key != large.key
     flexible = tiny_model(fixed_size=False)
     small, large = request_for(flexible, size=16), request_for(flexible, size=24)
     assert (small.height, large.height) == (16, 24)
     assert small.key != large.key
+    # A Reshape on the way pins the input size: the size is ignored.
+    pinned = reshaped_model()
+    first = atlas_request(pinned, "after_reshape", [0], size=24, steps=1)
+    second = atlas_request(pinned, "after_reshape", [0], size=40, steps=1)
+    assert (first.height, first.width) == (SIZE, SIZE) and first.key == second.key
+
+
+def test_the_method_and_objective_are_part_of_the_key(model):
+    book = request_for(model)
+    fourier = request_for(model, method="fourier", steps=None, precision=None)
+    neuron = request_for(model, method="fourier", objective="neuron", steps=None, precision=None)
+    assert len({book.key, fourier.key, neuron.key}) == 3
+    assert (fourier.steps, fourier.step_size, fourier.precision) == (128, 0.05, "float32")
+    with pytest.raises(InputError, match="needs method='fourier'"):
+        request_for(model, objective="neuron")
+    with pytest.raises(InputError, match="Choose a pattern method"):
+        request_for(model, method="deepdream")
 
 
 def test_the_weights_are_part_of_the_key():
@@ -141,6 +171,11 @@ def test_the_version_and_the_algorithm_are_part_of_the_key(model, monkeypatch):
         ({"filter_indices": []}, "at least one filter"),
         ({"filter_indices": list(range(MAX_FILTERS + 1))}, "at most 64 filters"),
         ({"steps": -1}, "between 0 and 1000 steps"),
+        ({"steps": 1001}, "between 0 and 1000 steps"),
+        ({"steps": 2.5}, "whole number"),
+        ({"step_size": float("nan")}, "positive number"),
+        ({"step_size": 0.0}, "positive number"),
+        ({"filter_indices": [0, 4]}, "has filters 0 to 3; there is no filter 4"),
         ({"layer_name": "nope"}, "no layer of that name"),
     ],
 )
@@ -149,11 +184,9 @@ def test_bad_requests_are_input_errors(model, arguments, message):
         request_for(model, **arguments)
 
 
-def test_a_filter_out_of_range_is_reported_by_the_job(model, tmp_path):
-    job = FilterAtlasCache(tmp_path).submit(model, request_for(model, filter_indices=[0, 9]), use_disk=True)
+def test_a_filter_out_of_range_is_refused_before_anything_is_queued(model, tmp_path):
     with pytest.raises(InputError, match="no filter 9"):
-        job.result(timeout=60)
-    assert list(tmp_path.glob("*.npy")) == []
+        request_for(model, filter_indices=[0, 9])
 
 
 def test_concurrent_requests_share_one_computation(model, tmp_path, monkeypatch):
@@ -190,7 +223,7 @@ def test_a_job_goes_on_when_nobody_waits_and_reports_progress(model, tmp_path):
     job = cache.submit(model, request, use_disk=True)
     # The page that asked may be gone (a rerun); asking again gives the same job or the result.
     again = cache.submit(model, request, use_disk=True)
-    assert again is job or again.done()
+    assert again.key == job.key
     atlas = job.result(timeout=60)
     assert job.done() and job.progress[0] == job.progress[1]
     assert job.elapsed > 0
@@ -286,3 +319,200 @@ def test_requests_are_plain_data(model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(request.key) == 32
+
+
+# --- Everything the patterns depend on is in the key ------------------------------------------
+
+
+def test_the_preprocessing_is_part_of_the_key(tmp_path):
+    # The issue's case: one uploaded file, "divide by 255" then "caffe".
+    path = tmp_path / "upload.keras"
+    tiny_keras_model().save(path)
+    unit, caffe = load_model(path, preprocess="divide by 255"), load_model(path, preprocess="caffe")
+    assert (unit.preprocess_key, caffe.preprocess_key) == ("preset:divide by 255", "preset:caffe")
+    assert weights_digest(unit) == weights_digest(caffe)
+    unit_request, caffe_request = request_for(unit), request_for(caffe)
+    assert unit_request.key != caffe_request.key
+    cache = FilterAtlasCache(tmp_path / "atlases")
+    first = cache.get_or_compute(unit, unit_request)
+    second = cache.get_or_compute(caffe, caffe_request)
+    assert second.source == "computed"
+    assert not np.array_equal(first.patterns, second.patterns)
+    # And the same file with the same preset, loaded again, shares the atlas.
+    again = load_model(path, preprocess="caffe")
+    assert request_for(again).key == caffe_request.key
+    assert cache.get_or_compute(again, request_for(again)).source == "memory"
+    # A request is only served to the model it was made for.
+    with pytest.raises(ValueError, match="made for the model"):
+        cache.submit(unit, caffe_request)
+
+
+def test_preprocessing_functions_are_named_by_their_source_or_never_shared():
+    def scale(images):
+        return images / 255.0
+
+    first, second = (VisionModel(tiny_keras_model(), preprocess=scale, name="m") for _ in range(2))
+    assert first.preprocess_key == second.preprocess_key
+    assert first.preprocess_key.endswith("scale:" + first.preprocess_key.rsplit(":", 1)[1])
+    offset = 3.0
+    closure = VisionModel(tiny_keras_model(), preprocess=lambda images: images - offset, name="m")
+    other = VisionModel(tiny_keras_model(), preprocess=lambda images: images - offset, name="m")
+    assert closure.preprocess_key.startswith("unique:")
+    assert closure.preprocess_key != other.preprocess_key
+
+
+def test_the_architecture_is_part_of_the_key():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh", name="conv")(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b")(x)
+    other = keras.Model(inputs, x)
+    other.set_weights(tiny_keras_model().get_weights())
+    same_weights = VisionModel(other, preprocess=tiny_model()._preprocess, name="tiny")
+    assert weights_digest(same_weights) == weights_digest(tiny_model())
+    assert request_for(same_weights).key != request_for(tiny_model()).key
+
+
+def test_the_algorithm_digest_covers_every_module_the_patterns_depend_on(model, monkeypatch):
+    modules = dependency_modules()
+    for name in (
+        "convviz_core.features.patterns",
+        "convviz_core.graph.plan",
+        "convviz_core.models.vision_model",
+        "convviz_core.models.registry",  # The preprocessing presets.
+        "convviz_core.models.efficientnet_lite",  # EfficientNet-Lite0's preprocessing.
+        "convviz_core.inputs.images",
+    ):
+        assert name in modules
+    before = request_for(model).key
+    original = atlas_cache._module_source
+
+    def edited(name):
+        source = original(name)
+        return source + "\n# An edit.\n" if name == "convviz_core.graph.plan" else source
+
+    monkeypatch.setattr(atlas_cache, "_module_source", edited)
+    atlas_cache._algorithm_digest.cache_clear()
+    try:
+        assert request_for(model).key != before
+    finally:
+        monkeypatch.undo()
+        atlas_cache._algorithm_digest.cache_clear()
+    assert request_for(model).key == before
+
+
+# --- Atlases through the job pool ---------------------------------------------------------------
+
+
+def wait_until_running(ticket):
+    for _ in range(6000):
+        status = ticket.status()
+        if status.state != "queued" and status.done > 0:
+            return
+        time.sleep(0.005)
+    raise AssertionError("the atlas never started")
+
+
+def test_a_cancelled_atlas_stops_promptly_and_is_never_cached(model, tmp_path):
+    cache = FilterAtlasCache(tmp_path)
+    request = request_for(model, steps=1000)
+    ticket = cache.submit(model, request, use_disk=True, session_id="alice")
+    wait_until_running(ticket)
+    # Alice asks for another atlas: her first one is cancelled mid-way.
+    newer = cache.submit(model, request_for(model, steps=2), use_disk=True, session_id="alice")
+    with pytest.raises(JobCancelled):
+        ticket.result(timeout=60)
+    assert ticket.status().done < ticket.status().total
+    newer.result(timeout=60)
+    assert cache.lookup(request) is None
+    assert not cache.path(request).exists()
+
+
+def test_an_atlas_past_its_time_limit_is_not_cached(model, tmp_path):
+    cache = FilterAtlasCache(tmp_path)
+    request = request_for(model, steps=1000)
+    ticket = cache.submit(model, request, use_disk=True, time_limit=0.0)
+    with pytest.raises(JobTimedOut, match="patterns of conv took longer"):
+        ticket.result(timeout=60)
+    assert cache.lookup(request) is None and list(tmp_path.glob("*.npy")) == []
+
+
+def test_an_atlas_two_sessions_wait_for_survives_one_sessions_newer_request(model, tmp_path):
+    cache = FilterAtlasCache(tmp_path)
+    shared_request = request_for(model, steps=60)
+    alice = cache.submit(model, shared_request, use_disk=False, session_id="alice")
+    bob = cache.submit(model, shared_request, use_disk=False, session_id="bob")
+    cache.submit(model, request_for(model, steps=1), use_disk=False, session_id="alice")
+    assert bob.result(timeout=60).source == "computed"
+    assert alice.result(timeout=60) is bob.result()
+    assert cache.lookup(shared_request, use_disk=False).source == "memory"
+
+
+def test_a_full_queue_says_how_many_jobs_are_ahead_and_the_user_may_wait(model, tmp_path):
+    pool = JobPool(workers=1, max_queued=1)
+    cache = FilterAtlasCache(tmp_path, pool=pool)
+    started, release = threading.Event(), threading.Event()
+    pool.submit_job("blocker", lambda progress: started.set() or release.wait(60))
+    assert started.wait(60)
+    cache.submit(model, request_for(model, seed=1), use_disk=False, session_id="alice")
+    with pytest.raises(QueueFull) as full:
+        cache.submit(model, request_for(model, seed=2), use_disk=False, session_id="bob")
+    assert full.value.jobs_ahead == 2
+    ticket = cache.submit(model, request_for(model, seed=2), use_disk=False, session_id="bob", wait_in_line=True)
+    assert ticket.jobs_ahead == 2
+    # The built-in models' default atlases go first.
+    urgent = cache.submit(model, request_for(model, seed=3), use_disk=False, session_id="carol", priority=Priority.URGENT)
+    assert urgent.jobs_ahead == 1
+    release.set()
+    assert ticket.result(timeout=60).source == "computed"
+    assert [job.key for job in cache.running_jobs()] == []
+
+
+# --- The Filters view's rules (atlas_service) ---------------------------------------------------
+
+
+def test_the_filters_views_rules_pick_the_filters_and_refuse_a_range_past_the_layer(model):
+    from convviz_core.features import atlas_service as service
+
+    assert service.chosen_filters(model, service.AtlasChoice("conv", first=0, count=8)) == [0, 1, 2, 3]
+    assert service.chosen_filters(model, service.AtlasChoice("conv_b", first=5, count=8)) == [5]
+    with pytest.raises(InputError, match=r"Layer 'conv' has 4 filters \(0 to 3\)\. Choose a first filter"):
+        service.chosen_filters(model, service.AtlasChoice("conv", first=4, count=8))
+    with pytest.raises(InputError, match="how many filters"):
+        service.chosen_filters(model, service.AtlasChoice("conv", count=5))
+    request = service.grid_request(model, service.AtlasChoice("conv_b", first=2, count=8, steps=STEPS))
+    assert request.filter_indices == (2, 3, 4, 5) and request.steps == STEPS
+    # A fixed-size model's grid holds its large pattern; another model optimises it at 150 px.
+    assert service.large_pattern_request(model, service.AtlasChoice("conv"), 1) is None
+    flexible = tiny_model(fixed_size=False)
+    large = service.large_pattern_request(flexible, service.AtlasChoice("conv"), 1)
+    assert (large.filter_indices, large.height) == ((1,), service.LARGE_PATTERN_SIZE)
+
+
+def test_a_built_in_models_default_atlas_goes_first_without_a_time_limit(model, tmp_path):
+    from convviz_core.features import atlas_service as service
+
+    default = service.default_atlas_choice(model)
+    assert service.atlas_priority(model, default, builtin=True) == Priority.URGENT
+    assert service.atlas_priority(model, default, builtin=False) == Priority.NORMAL
+    other = dataclasses.replace(default, steps=default.steps + 1)
+    assert service.atlas_priority(model, other, builtin=True) == Priority.NORMAL
+    pool = JobPool(workers=1, time_limit=0.0)
+    store = FilterAtlasCache(tmp_path, pool=pool)
+    urgent = service.submit_atlas(store, model, request_for(model), False, "alice", Priority.URGENT)
+    assert urgent.result(timeout=60).source == "computed"
+    with pytest.raises(JobTimedOut):
+        service.submit_atlas(store, model, request_for(model, seed=5, steps=1000), False, "alice").result(timeout=60)
+
+
+def test_the_progress_bar_says_where_a_job_stands(model):
+    from convviz_core.features import atlas_service as service
+    from convviz_core.jobs import JobStatus
+
+    request = request_for(model)
+    queued = JobStatus("queued", 3, 0, 1, 0.0, 12.4, "")
+    assert service.progress_text(queued, request) == (
+        0.0,
+        "Waiting in line for the 3 patterns of conv: 3 computations ahead (12 s so far)...",
+    )
+    running = JobStatus("running", 0, 2, 8, 5.2, 0.0, "")
+    assert service.progress_text(running, request) == (0.25, "Optimising the 3 patterns of conv: 5 s")

@@ -183,8 +183,42 @@ def test_progress_is_reported_per_compiled_call(model):
         precision="float32",
         progress=lambda *a: reports.append(a),
     )
-    # 12 steps in calls of 5: 3 calls.
-    assert reports == [(1, 3), (2, 3), (3, 3)]
+    # 12 steps in calls of 5: 3 calls, and a report before the first.
+    assert reports == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [0, 2])
+def test_an_exception_from_progress_stops_the_ascent_at_once(model, stop_at):
+    # A job pool cancels a computation by raising from its progress callback.
+    reports = []
+
+    def progress(done, total):
+        reports.append(done)
+        if done == stop_at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        filter_patterns(model, "conv_b", [0, 1], steps=1000, precision="float32", progress=progress)
+    assert reports == list(range(stop_at + 1))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"steps": 1001}, "between 0 and 1000 steps"),
+        ({"steps": 3.5}, "whole number"),
+        ({"step_size": 0.0}, "positive number"),
+        ({"step_size": "big"}, "must be a number"),
+    ],
+)
+def test_steps_and_step_size_follow_the_same_rules_everywhere(model, arguments, message):
+    # `optimize_patterns` and `atlas_request` share `check_pattern_request`.
+    with pytest.raises(InputError, match=message):
+        optimize_patterns(model, "conv_b", [0], **arguments)
 
 
 def test_zero_steps_give_the_deprocessed_start(model):
@@ -233,12 +267,21 @@ def test_unknown_layer_message_lists_the_valid_names(model):
     assert "conv_a, conv_b, relu_b" in str(raised.value)
 
 
-def test_size_applies_only_to_models_of_any_input_size(model):
+def test_size_applies_where_the_graph_to_the_layer_is_convolutional(model):
     any_size = VisionModel(build_plain_model(input_size=(None, None)), preprocess=scale_pixels)
     assert any_size.input_size == (224, 224) and not any_size.has_fixed_input_size
     assert filter_patterns(any_size, "conv_b", [0, 1], size=12, steps=2).shape == (2, 12, 12, 3)
     assert filter_patterns(any_size, "conv_b", [0], size=7, steps=2).shape == (1, 7, 7, 3)
-    assert filter_patterns(model, "conv_b", [0], size=30, steps=2).shape == (1, SIZE, SIZE, 3)
+    # conv_b of the fixed-size model is reached by convolutions only: any size works there.
+    assert filter_patterns(model, "conv_b", [0], size=30, steps=2).shape == (1, 30, 30, 3)
+    assert filter_patterns(model, "conv_b", [0], steps=2).shape == (1, SIZE, SIZE, 3)
+
+
+def test_fourier_patterns_come_from_the_clear_mode_and_keep_the_shape(model):
+    images = filter_patterns(model, "conv_b", [0, 1], size=24, steps=4, method="fourier")
+    assert images.shape == (2, 24, 24, 3) and images.dtype == np.uint8
+    with pytest.raises(InputError, match="needs method='fourier'"):
+        filter_patterns(model, "conv_b", [0], steps=1, objective="diversity")
 
 
 @pytest.mark.skipif(not patterns.cpu_has_bf16(), reason="the CPU has no bf16 instructions")

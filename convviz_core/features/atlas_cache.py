@@ -8,43 +8,52 @@ models are kept as `.npy` files under `paths.cache_dir("atlases")`, which
 survive server restarts; atlases of every model (uploads too) are also kept in
 a small in-memory LRU, so moving a slider never reads them again.
 
-An atlas's key holds everything its pixels depend on: the model's name and a
-digest of its weights, the layer, the filters, the pattern size, the steps,
-the step size, the seed, the precision, the Keras version, and
-`ATLAS_FORMAT_VERSION` plus a digest of `convviz_core/patterns.py`, so that a
-change to the algorithm never serves a stale picture.
+An atlas's key holds everything its pixels depend on: the model's name, a
+digest of its weights and one of its architecture, its preprocessing
+(`VisionModel.preprocess_key`), the layer, the filters, the pattern size, the
+steps, the step size, the seed, the precision, the Keras and TensorFlow
+versions, and `ATLAS_FORMAT_VERSION` plus a digest of the source of every
+`convviz_core` module the patterns depend on (`dependency_modules`), so that
+a change to the algorithm, the graph runner or a preprocessing preset never
+serves a stale picture.
 
-Atlases are computed in background threads (`AtlasJob`), so a computation
-survives the rerun of the page that asked for it, and concurrent requests for
-the same atlas share one computation. Files are written to a temporary name in
-the same folder and renamed with `os.replace`, so a reader never sees half a
-file.
+Atlases are computed by the server's one `convviz_core.jobs.JobPool`, so a
+computation survives the rerun of the page that asked for it, identical
+requests share one computation, each session has at most one atlas under
+way, and a job nobody waits for any more is cancelled (see `jobs`). A
+cancelled or failed computation stores nothing. Files are written to a
+temporary name in the same folder and renamed with `os.replace`, so a reader
+never sees half a file.
 """
 
+import ast
 import collections
 import dataclasses
 import functools
 import hashlib
-import inspect
+import importlib
+import importlib.util
 import json
 import os
 import re
 import tempfile
 import threading
-import time
+import types
+import uuid
 import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from convviz_core.features import patterns as patterns_module
-from convviz_core.errors import InputError
+from convviz_core.jobs import JobPool, JobTicket, Priority, wait_for
 from convviz_core.models.registry import BUILTIN_MODELS
 from convviz_core.paths import cache_dir
 
 # Bump when the meaning or layout of a stored atlas changes.
-ATLAS_FORMAT_VERSION = 1
+ATLAS_FORMAT_VERSION = 2
 # The disk cache is pruned, oldest first, above this size. An 8x8 atlas of a
 # 224x224 model is 9.6 MB, so this keeps about two hundred of them.
 MAX_DISK_BYTES = 2 * 1024**3
@@ -53,6 +62,15 @@ MAX_DISK_BYTES = 2 * 1024**3
 MEMORY_ENTRIES = 16
 # At most this many filters in one atlas: the book's 8x8 grid.
 MAX_FILTERS = 64
+# The modules whose code decides an atlas's pixels, with every `convviz_core`
+# module they import: the optimiser, the graph runner it drives, the
+# `VisionModel` and its preprocessing, the registry's presets, this cache.
+ALGORITHM_ROOTS = (
+    "convviz_core.features.patterns",
+    "convviz_core.features.atlas_cache",
+    "convviz_core.models.vision_model",
+    "convviz_core.models.registry",
+)
 
 _SUFFIX = ".npy"
 
@@ -64,14 +82,19 @@ class AtlasRequest:
     Attributes:
         model_name: The `VisionModel`'s name.
         weights_digest: `weights_digest(model)`.
+        architecture_digest: `architecture_digest(model)`.
+        preprocess_key: `model.preprocess_key`.
         layer_name: A layer from `model.layer_names`.
         filter_indices: The filters, in grid order.
         height, width: The size the patterns are optimised at.
         steps, step_size, seed, precision: As for `filter_patterns`.
+        method, objective: As for `filter_patterns`.
     """
 
     model_name: str
     weights_digest: str
+    architecture_digest: str
+    preprocess_key: str
     layer_name: str
     filter_indices: tuple
     height: int
@@ -80,6 +103,8 @@ class AtlasRequest:
     step_size: float
     seed: int
     precision: str
+    method: str = "gradient-ascent"
+    objective: str = "channel"
 
     @property
     def key(self):
@@ -89,6 +114,7 @@ class AtlasRequest:
         fields["format_version"] = ATLAS_FORMAT_VERSION
         fields["algorithm"] = _algorithm_digest()
         fields["keras"] = keras.__version__
+        fields["tensorflow"] = tf.__version__
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -97,6 +123,15 @@ class AtlasRequest:
         """The cache file's name: the model's name (made safe) and the key."""
         safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.model_name)[:40] or "model"
         return f"{safe_name}-{self.key}{_SUFFIX}"
+
+    def matches(self, model):
+        """Whether this request was made for `model` (same name, weights, architecture, preprocessing)."""
+        return (
+            self.model_name == model.name
+            and self.weights_digest == weights_digest(model)
+            and self.architecture_digest == architecture_digest(model)
+            and self.preprocess_key == model.preprocess_key
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,12 +150,77 @@ class Atlas:
     source: str
 
 
+def _module_source(module_name):
+    """The source text of a module of this package (what the algorithm digest reads)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return ""
+    return Path(spec.origin).read_text(encoding="utf-8")
+
+
+def _is_module(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _imported_modules(module_name, source):
+    """The `convviz_core` modules a module's source imports, wherever the import statement is."""
+    package = module_name if _module_source_is_package(module_name) else module_name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+            found.add(base)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                if _is_module(candidate):
+                    found.add(candidate)
+                elif base == "convviz_core":
+                    # The package's lazy names (`from convviz_core import grad_cam`).
+                    value = getattr(importlib.import_module(base), alias.name, None)
+                    owner = getattr(value, "__name__", None) if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+                    if owner:
+                        found.add(owner)
+    return {name for name in found if name == "convviz_core" or name.startswith("convviz_core.")}
+
+
+def _module_source_is_package(module_name):
+    spec = importlib.util.find_spec(module_name)
+    return spec is not None and spec.submodule_search_locations is not None
+
+
+def dependency_modules(roots=ALGORITHM_ROOTS):
+    """Every `convviz_core` module the roots import, transitively, with the packages that hold them.
+
+    Returns:
+        A sorted list of module names.
+    """
+    seen, pending = set(), list(roots)
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        # Importing a module runs its packages' `__init__` too.
+        parts = name.split(".")
+        pending.extend(".".join(parts[:index]) for index in range(1, len(parts)))
+        pending.extend(_imported_modules(name, _module_source(name)))
+    return sorted(seen)
+
+
 @functools.lru_cache(maxsize=1)
 def _algorithm_digest():
-    # Any edit to the pattern code (the ascent, the start image, the
-    # deprocessing) changes this digest, and so every key.
-    source = inspect.getsource(patterns_module)
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+    # Any edit to the code the patterns depend on (the ascent, the start
+    # image, the deprocessing, the graph runner, a preprocessing preset)
+    # changes this digest, and so every key.
+    digest = hashlib.sha256()
+    for name in dependency_modules():
+        digest.update(f"{name}\n{_module_source(name)}\n".encode("utf-8"))
+    return digest.hexdigest()[:16]
 
 
 def weights_digest(model):
@@ -141,15 +241,36 @@ def weights_digest(model):
     return model.cached_function(("weights_digest",), compute)
 
 
+def architecture_digest(model):
+    """Returns a digest of a `VisionModel`'s architecture (its Keras config), computed once per model.
+
+    Two uploads with the same weights but another activation, say, get
+    different digests. A model whose config cannot be written as JSON gets a
+    digest unique to this `VisionModel`, so its atlases are never shared.
+    """
+
+    def compute():
+        try:
+            config = keras.saving.serialize_keras_object(model.keras_model)
+            text = json.dumps(config, sort_keys=True)
+        except (TypeError, ValueError, NotImplementedError, AttributeError):
+            text = f"unique:{uuid.uuid4().hex}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+    return model.cached_function(("architecture_digest",), compute)
+
+
 def atlas_request(
     model,
     layer_name,
     filter_indices,
     size=64,
-    steps=40,
-    step_size=1.0,
+    steps=None,
+    step_size=None,
     seed=0,
     precision=None,
+    method="gradient-ascent",
+    objective="channel",
 ):
     """Validates the parameters of an atlas and gathers them into an `AtlasRequest`.
 
@@ -157,52 +278,47 @@ def atlas_request(
         model: A `VisionModel`.
         layer_name: A layer from `model.layer_names`.
         filter_indices: At most `MAX_FILTERS` channels of that layer.
-        size: Pattern side for models that accept any input size; a model
-            with a fixed input size uses it instead (so the key does not
-            depend on `size` for such models).
-        steps, step_size, seed: As for `filter_patterns`.
+        size: Pattern side where the layer allows any size
+            (`patterns.pattern_size`); otherwise the model's input size is
+            used (so the key does not depend on `size` there).
+        steps, step_size, seed, method, objective: As for `filter_patterns`
+            (None: the method's defaults).
         precision: "float32", "bfloat16" or None for the default.
 
     Returns:
         An `AtlasRequest`.
 
     Raises:
-        InputError: For an unknown layer, no filters or more than
-            `MAX_FILTERS`, or steps out of range. A filter out of the
-            layer's range is reported when the atlas is computed.
+        InputError: For an unknown layer, no filters, more than
+            `MAX_FILTERS` or one out of the layer's range, or steps or a
+            step size out of range (`patterns.check_pattern_request`).
     """
-    # Raises InputError for a layer without a spatial output; the range of the
-    # filters is checked by `filter_patterns` itself.
-    model.layer_info(layer_name)
-    filter_indices = tuple(int(index) for index in filter_indices)
-    if not filter_indices:
-        raise InputError("Choose at least one filter.")
-    if len(filter_indices) > MAX_FILTERS:
-        raise InputError(
-            f"An atlas shows at most {MAX_FILTERS} filters (an 8x8 grid); "
-            f"{len(filter_indices)} were chosen. Choose a smaller range."
-        )
-    if not 0 <= int(steps) <= 1000:
-        raise InputError(f"Choose between 0 and 1000 steps. Received: steps={steps}")
-    if not np.isfinite(step_size):
-        raise InputError(f"The step size must be a finite number. Received: {step_size}")
-    precision = precision or patterns_module.default_precision()
-    if precision not in patterns_module.PRECISIONS:
-        raise ValueError(
-            f"precision must be one of {patterns_module.PRECISIONS}. Received: {precision}"
-        )
-    height, width = patterns_module.pattern_size(model, size)
+    method, objective = patterns_module.check_method(method, objective)
+    defaults = patterns_module.method_defaults(method)
+    steps = defaults[0] if steps is None else steps
+    step_size = defaults[1] if step_size is None else step_size
+    filter_indices, steps, step_size, precision = patterns_module.check_pattern_request(
+        model, layer_name, filter_indices, steps, step_size, precision, max_filters=MAX_FILTERS
+    )
+    if method == "fourier":
+        # Lucid's recipe runs in float32 whatever the CPU.
+        precision = "float32"
+    height, width = patterns_module.pattern_size(model, size, layer_name)
     return AtlasRequest(
         model_name=model.name,
         weights_digest=weights_digest(model),
+        architecture_digest=architecture_digest(model),
+        preprocess_key=model.preprocess_key,
         layer_name=layer_name,
         filter_indices=filter_indices,
         height=int(height),
         width=int(width),
-        steps=int(steps),
-        step_size=float(step_size),
+        steps=steps,
+        step_size=step_size,
         seed=int(seed),
         precision=precision,
+        method=method,
+        objective=objective,
     )
 
 
@@ -211,78 +327,12 @@ def is_builtin(model):
     return model.name in BUILTIN_MODELS
 
 
-class AtlasJob:
-    """The computation of one atlas, running in a background thread.
-
-    The thread is not tied to the session that started it: when a user moves
-    a slider or leaves the page while an atlas is computed, the computation
-    goes on and its result lands in the cache, and any session asking for the
-    same atlas meanwhile gets this job back (see `FilterAtlasCache.submit`).
-    """
-
-    def __init__(self, request):
-        self.request = request
-        self._lock = threading.Lock()
-        self._finished = threading.Event()
-        self._done_units, self._total_units = 0, 1
-        self._started = None
-        self._elapsed = None
-        self._atlas = None
-        self._error = None
-
-    @property
-    def progress(self):
-        """(done, total) units of work so far; (0, 1) while the job waits its turn."""
-        with self._lock:
-            return self._done_units, self._total_units
-
-    @property
-    def started(self):
-        """Whether the computation has begun (jobs run one at a time)."""
-        return self._started is not None
-
-    @property
-    def elapsed(self):
-        """Seconds since the computation began (its duration once finished)."""
-        if self._elapsed is not None:
-            return self._elapsed
-        if self._started is None:
-            return 0.0
-        return time.monotonic() - self._started
-
-    def done(self):
-        """Whether the job has finished, with a result or an error."""
-        return self._finished.is_set()
-
-    def wait(self, timeout=None):
-        """Waits for the job to finish; returns whether it has."""
-        return self._finished.wait(timeout)
-
-    def result(self, timeout=None):
-        """Returns the job's `Atlas`, waiting for it if needed.
-
-        Raises:
-            InputError: Whatever the computation raised (a filter out of
-                range, say).
-            TimeoutError: If `timeout` seconds pass first.
-        """
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"The atlas of '{self.request.layer_name}' is not ready yet.")
-        if self._error is not None:
-            raise self._error
-        return self._atlas
-
-    def _begin(self):
-        self._started = time.monotonic()
-
-    def _report(self, done, total):
-        with self._lock:
-            self._done_units, self._total_units = int(done), max(1, int(total))
-
-    def _finish(self, atlas=None, error=None):
-        self._elapsed = self.elapsed
-        self._atlas, self._error = atlas, error
-        self._finished.set()
+def describe(request):
+    """What an atlas request computes, in words, for progress bars and messages."""
+    count = len(request.filter_indices)
+    if count == 1:
+        return f"the pattern of filter {request.filter_indices[0]} of {request.layer_name}"
+    return f"the {count} patterns of {request.layer_name}"
 
 
 class FilterAtlasCache:
@@ -290,9 +340,8 @@ class FilterAtlasCache:
 
     One instance serves every session of a server (the app keeps it with
     `st.cache_resource`); it is safe to use from several threads at once.
-    Atlases are computed in background threads, `max_running` at a time (one
-    by default: on a small server a second one would only halve the speed of
-    the first), and each atlas is computed at most once at a time.
+    Atlases are computed by a `convviz_core.jobs.JobPool`: the server's one
+    pool for long work, or a private one-worker pool.
 
     Args:
         directory: The folder of the disk cache. Default:
@@ -300,7 +349,8 @@ class FilterAtlasCache:
         memory_entries: How many atlases to keep in memory.
         max_disk_bytes: The disk cache is pruned, least recently used first,
             when it grows past this.
-        max_running: How many atlases are computed at the same time.
+        pool: The `JobPool` that computes atlases. Default: a new one with
+            one worker.
     """
 
     def __init__(
@@ -308,15 +358,14 @@ class FilterAtlasCache:
         directory=None,
         memory_entries=MEMORY_ENTRIES,
         max_disk_bytes=MAX_DISK_BYTES,
-        max_running=1,
+        pool=None,
     ):
         self._directory = Path(directory) if directory is not None else None
         self.memory_entries = int(memory_entries)
         self.max_disk_bytes = int(max_disk_bytes)
+        self.pool = pool if pool is not None else JobPool(workers=1)
         self._memory = collections.OrderedDict()
-        self._jobs = {}
         self._lock = threading.Lock()
-        self._running = threading.Semaphore(max_running)
 
     @property
     def directory(self):
@@ -353,8 +402,17 @@ class FilterAtlasCache:
         self._remember(request, patterns)
         return Atlas(request, patterns, "disk")
 
-    def submit(self, model, request, use_disk=None):
-        """Starts computing the atlas of `request`, unless it is cached or under way.
+    def submit(
+        self,
+        model,
+        request,
+        use_disk=None,
+        session_id=None,
+        priority=Priority.NORMAL,
+        wait_in_line=False,
+        time_limit=None,
+    ):
+        """Returns the atlas of `request` at once if a cache has it, else queues its computation.
 
         Args:
             model: The `VisionModel` the request was made for.
@@ -362,102 +420,104 @@ class FilterAtlasCache:
             use_disk: Whether to read and write the disk cache. Default:
                 only for built-in models, whose weights never change; an
                 uploaded model's atlases stay in memory.
+            session_id, priority, wait_in_line, time_limit: As for
+                `JobPool.submit_job`: the session's earlier atlas is
+                cancelled unless another session waits for it too.
 
         Returns:
-            An `AtlasJob`: the one already computing this atlas if there is
-            one, else a new one (already finished when a cache had the atlas).
+            A `convviz_core.jobs.JobTicket` whose result is an `Atlas`:
+            already done when a cache had the atlas, else the job computing
+            it (shared with anyone who asked for the same atlas).
+
+        Raises:
+            ValueError: If the request was made for another model.
+            convviz_core.jobs.QueueFull: If too many jobs are ahead and
+                `wait_in_line` is False.
         """
-        if request.model_name != model.name or request.weights_digest != weights_digest(model):
+        if not request.matches(model):
             raise ValueError(
-                f"The request was made for the model '{request.model_name}', not '{model.name}'."
+                f"The request was made for the model '{request.model_name}' (with its weights "
+                f"and preprocessing), not '{model.name}'."
             )
         if use_disk is None:
             use_disk = is_builtin(model)
-        with self._lock:
-            job = self._jobs.get(request.key)
-            if job is not None:
-                return job
-            job = self._jobs[request.key] = AtlasJob(request)
         cached = self.lookup(request, use_disk=use_disk)
         if cached is not None:
-            self._settle(job, atlas=cached)
-            return job
-        thread = threading.Thread(
-            target=self._compute,
-            args=(model, job, use_disk),
-            name=f"atlas-{request.layer_name}",
-            # A server that stops must not wait for an atlas nobody will see.
-            daemon=True,
-        )
-        thread.start()
-        return job
+            return JobTicket.completed(("atlas", request.key), cached, describe(request))
 
-    def get_or_compute(self, model, request, progress=None, use_disk=None, poll_seconds=0.1):
-        """Returns the atlas of `request`, computing it only if no cache has it.
+        def compute(progress):
+            # Another job may have stored this atlas since the lookup above.
+            cached = self.lookup(request, use_disk=use_disk)
+            if cached is not None:
+                return cached
+            # Looked up at call time, so a test may wrap it.
+            patterns = patterns_module.filter_patterns(
+                model,
+                request.layer_name,
+                request.filter_indices,
+                size=request.height,
+                steps=request.steps,
+                step_size=request.step_size,
+                seed=request.seed,
+                precision=request.precision,
+                progress=progress,
+                method=request.method,
+                objective=request.objective,
+            )
+            # Only a finished computation gets here: a cancelled one raised
+            # from `progress`, so a cache never holds part of an atlas.
+            patterns.setflags(write=False)
+            if use_disk:
+                save_atlas(self.path(request), patterns)
+                prune(self.directory, self.max_disk_bytes)
+            self._remember(request, patterns)
+            return Atlas(request, patterns, "computed")
+
+        return self.pool.submit_job(
+            ("atlas", request.key),
+            compute,
+            session_id=session_id,
+            priority=priority,
+            time_limit=time_limit,
+            wait_in_line=wait_in_line,
+            description=describe(request),
+        )
+
+    def get_or_compute(self, model, request, progress=None, use_disk=None, poll_seconds=0.1, **submit_options):
+        """Returns the atlas of `request`, computing it only if no cache has it (waiting in line).
 
         Args:
             model, request, use_disk: As for `submit`.
             progress: Optional function called with (done, total) while the
                 patterns are computed.
             poll_seconds: How often progress is reported.
+            **submit_options: `session_id`, `priority`, `time_limit` for
+                `submit`.
 
         Returns:
             An `Atlas`.
 
         Raises:
             InputError: If the computation raised one.
+            convviz_core.jobs.JobCancelled: If the job was cancelled.
         """
-        job = self.submit(model, request, use_disk=use_disk)
-        while not job.wait(poll_seconds):
-            if progress is not None and job.started:
-                progress(*job.progress)
-        return job.result()
+        submit_options.setdefault("wait_in_line", True)
+        ticket = self.submit(model, request, use_disk=use_disk, **submit_options)
+
+        def report(status):
+            if progress is not None and status.state == "running":
+                progress(status.done, status.total)
+
+        return wait_for(ticket, report, poll_seconds)
 
     def running_jobs(self):
-        """The jobs not yet finished, oldest first."""
-        with self._lock:
-            return [job for job in self._jobs.values() if not job.done()]
+        """Tickets watching the atlases under way or queued (they do not count as waiters)."""
+        return self.pool.unfinished_tickets(lambda key: isinstance(key, tuple) and key[:1] == ("atlas",))
 
     def clear_memory(self):
         """Forgets the atlases kept in memory (the disk cache stays)."""
         with self._lock:
             self._memory.clear()
-
-    def _compute(self, model, job, use_disk):
-        request = job.request
-        try:
-            with self._running:
-                # Another job may have stored this atlas while this one waited.
-                cached = self.lookup(request, use_disk=use_disk)
-                if cached is not None:
-                    self._settle(job, atlas=cached)
-                    return
-                job._begin()
-                patterns = patterns_module.filter_patterns(
-                    model,
-                    request.layer_name,
-                    request.filter_indices,
-                    size=request.height,
-                    steps=request.steps,
-                    step_size=request.step_size,
-                    seed=request.seed,
-                    precision=request.precision,
-                    progress=job._report,
-                )
-            patterns.setflags(write=False)
-            if use_disk:
-                save_atlas(self.path(request), patterns)
-                prune(self.directory, self.max_disk_bytes)
-            self._remember(request, patterns)
-            self._settle(job, atlas=Atlas(request, patterns, "computed"))
-        except BaseException as error:  # Handed to whoever waits for the job.
-            self._settle(job, error=error)
-
-    def _settle(self, job, atlas=None, error=None):
-        with self._lock:
-            if self._jobs.get(job.request.key) is job:
-                del self._jobs[job.request.key]
-        job._finish(atlas=atlas, error=error)
 
     def _remember(self, request, patterns):
         with self._lock:

@@ -21,6 +21,13 @@ MAX_BATCH_PIXELS = 8 * 64 * 64
 # Steps per call of the compiled function; progress is reported between calls.
 STEPS_PER_CALL = 5
 PRECISIONS = ("float32", "bfloat16")
+# How patterns are found: the book's gradient ascent, or the Lucid recipe (`optvis`).
+METHODS = ("gradient-ascent", "fourier")
+OBJECTIVES = ("channel", "neuron", "diversity")
+BOOK_STEPS, BOOK_STEP_SIZE, BOOK_PATTERN_SIZE = 40, 1.0, 150
+FOURIER_LEARNING_RATE = 0.05
+# The most gradient-ascent steps one request may ask for (the book uses 30 to 40).
+MAX_STEPS = 1000
 
 
 @functools.lru_cache(maxsize=1)
@@ -248,18 +255,91 @@ def start_images(filter_indices, height, width, seed):
     ).astype(np.float32)
 
 
-def pattern_size(model, size):
-    """The (height, width) at which patterns of this model are optimised."""
-    if model.has_fixed_input_size:
-        return model.input_size
-    return (int(size), int(size))
+def check_pattern_request(model, layer_name, filter_indices, steps, step_size, precision=None, max_filters=None):
+    """Validates the parameters of filter patterns: the one place that knows their rules.
+
+    Args:
+        model: A `VisionModel`.
+        layer_name: A layer from `model.layer_names`.
+        filter_indices: Channels of that layer.
+        steps: Gradient-ascent steps, 0 to `MAX_STEPS`.
+        step_size: A positive, finite number.
+        precision: "float32", "bfloat16" or None for `default_precision()`.
+        max_filters: If given, the most filters allowed at once.
+
+    Returns:
+        (filter indices as a tuple of ints, steps as an int, step size as a
+        float, the precision's name).
+
+    Raises:
+        InputError: For a layer that is unknown or not 4-D, no filters, too
+            many, a filter out of the layer's range, or steps or a step size
+            out of range.
+        ValueError: For an unknown precision (a programming error).
+    """
+    info = model.layer_info(layer_name)
+    channels = info.output_shape[-1]
+    filter_indices = tuple(int(index) for index in filter_indices)
+    if not filter_indices:
+        raise InputError("Choose at least one filter.")
+    if max_filters is not None and len(filter_indices) > max_filters:
+        raise InputError(
+            f"An atlas shows at most {max_filters} filters at once (an 8x8 grid); "
+            f"{len(filter_indices)} were chosen. Choose a smaller range."
+        )
+    bad = [index for index in filter_indices if not 0 <= index < channels]
+    if bad:
+        raise InputError(
+            f"Layer '{layer_name}' has filters 0 to {channels - 1}; there is no filter "
+            f"{bad[0]}. Choose filters in that range."
+        )
+    if not isinstance(steps, (int, np.integer)) and not (isinstance(steps, float) and steps.is_integer()):
+        raise InputError(f"The number of steps must be a whole number. Received: steps={steps}")
+    if not 0 <= int(steps) <= MAX_STEPS:
+        raise InputError(f"Choose between 0 and {MAX_STEPS} steps. Received: steps={steps}")
+    try:
+        step_size = float(step_size)
+    except (TypeError, ValueError):
+        raise InputError(f"The step size must be a number. Received: step_size={step_size!r}") from None
+    if not (np.isfinite(step_size) and step_size > 0):
+        raise InputError(f"The step size must be a positive number. Received: step_size={step_size}")
+    precision = precision or default_precision()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={precision}")
+    return filter_indices, int(steps), step_size, precision
+
+
+def pattern_size(model, size, layer_name=None):
+    """The (height, width) at which patterns of a layer are optimised.
+
+    `size` × `size` for a model that accepts any input size, and for a layer
+    whose graph from the input is fully convolutional even though the model's
+    classification input is fixed (EfficientNet-Lite0 and VGG16 up to their
+    pooling; see `optvis.render.free_size_supported`). Otherwise, and when no
+    layer is named, the model's own input size.
+
+    With `size` None: the model's input size, or the book's 150 for a model
+    that accepts any size.
+    """
+    if size is None:
+        if model.has_fixed_input_size:
+            return tuple(model.input_size)
+        size = BOOK_PATTERN_SIZE
+    if not model.has_fixed_input_size:
+        return (int(size), int(size))
+    if layer_name is not None:
+        from convviz_core.features.optvis.render import free_size_supported
+
+        if free_size_supported(model, layer_name, int(size)):
+            return (int(size), int(size))
+    return tuple(model.input_size)
 
 
 def optimize_patterns(
     model,
     layer_name,
     filter_indices,
-    size=150,
+    size=None,
     steps=40,
     step_size=1.0,
     seed=0,
@@ -268,27 +348,19 @@ def optimize_patterns(
 ):
     """Runs the gradient ascent of `filter_patterns` and returns the raw images.
 
+    `progress(done, total)` is called before the first compiled call and
+    after each one (every `STEPS_PER_CALL` steps); a job pool stops the
+    computation by raising from it (`convviz_core.jobs.JobProgress`), which
+    this function lets through.
+
     Returns:
         (images float32 (n, h, w, 3) in pixel space, mean activations (n,) at
         the last step).
     """
-    info = model.layer_info(layer_name)
-    channels = info.output_shape[-1]
-    filter_indices = [int(index) for index in filter_indices]
-    if not filter_indices:
-        raise InputError("Choose at least one filter.")
-    bad = [index for index in filter_indices if not 0 <= index < channels]
-    if bad:
-        raise InputError(
-            f"Layer '{layer_name}' has filters 0 to {channels - 1}; there is no filter "
-            f"{bad[0]}. Choose filters in that range."
-        )
-    if int(steps) < 0 or not np.isfinite(step_size):
-        raise InputError(f"steps must be 0 or more and step_size finite; got {steps}, {step_size}.")
-    precision = precision or default_precision()
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={precision}")
-    height, width = pattern_size(model, size)
+    filter_indices, steps, step_size, precision = check_pattern_request(
+        model, layer_name, filter_indices, steps, step_size, precision
+    )
+    height, width = pattern_size(model, size, layer_name)
     ascend, _ = model.cached_function(
         ("filter_patterns", layer_name, precision),
         lambda: _build_ascent_function(model, layer_name, precision),
@@ -299,6 +371,10 @@ def optimize_patterns(
     total_calls, done_calls = len(batches) * calls_per_batch, 0
     results, final_losses = [], []
     step_tensor = tf.constant(float(step_size), tf.float32)
+    if progress is not None:
+        # Before the first compiled call, which may trace for seconds: a job
+        # cancelled while it waited stops here.
+        progress(0, total_calls)
     for batch in batches:
         images = tf.constant(start_images(batch, height, width, seed))
         indices = tf.constant(batch, tf.int32)
@@ -320,19 +396,22 @@ def filter_patterns(
     model,
     layer_name,
     filter_indices,
-    size=150,
-    steps=40,
-    step_size=1.0,
+    size=None,
+    steps=None,
+    step_size=None,
     seed=0,
     precision=None,
     progress=None,
+    method="gradient-ascent",
+    objective="channel",
 ):
     """Finds, for each filter, the input image that maximises it (book §5.4.2).
 
-    The loss is the mean over space of one filter's activation. From gray with
-    a little noise, `steps` gradient-ascent steps each add `step_size` times
-    the gradient divided by its RMS (+1e-5). All filters are optimised together
-    as one batch in one compiled graph that runs only up to the layer.
+    `method="gradient-ascent"` is the book's algorithm: the loss is the mean
+    over space of one filter's activation; from gray with a little noise,
+    `steps` gradient-ascent steps each add `step_size` times the gradient
+    divided by its RMS (+1e-5). All filters are optimised together as one
+    batch in one compiled graph that runs only up to the layer.
 
     Unlike the book, which feeds raw 0-255 pixels to VGG16 without its
     preprocessing, the image is optimised in pixel space and the model's own
@@ -342,29 +421,92 @@ def filter_patterns(
     Where the CPU computes bf16 natively, the network runs in bf16 by default
     (the image itself and the update stay float32); see `default_precision`.
 
+    `method="fourier"` is the clear mode of Olah et al., "Feature
+    Visualization" (Distill 2017) and Mordvintsev et al., "Differentiable
+    Image Parameterizations" (Distill 2018): a 1/f-scaled Fourier image in a
+    decorrelated colour space, random transforms at every step, Adam
+    (`convviz_core.features.optvis.render.render_patterns`).
+
     Args:
         model: A `VisionModel`.
         layer_name: A layer from `model.layer_names`.
         filter_indices: Channels of that layer.
-        size: Pattern height and width for models that accept any input size;
-            models with a fixed input size use it instead.
-        steps: Gradient-ascent steps.
-        step_size: Size of each step.
+        size: Pattern height and width, where the layer allows any size
+            (`pattern_size`); other models use their input size. None: the
+            model's input size (150, the book's, for a model of any size).
+        steps: Optimisation steps. Default: 40 (the book's) for
+            gradient ascent, `optvis.render.DEFAULT_STEPS` for fourier.
+        step_size: Size of each step. Default: 1.0 (the book's) for gradient
+            ascent, Adam's learning rate 0.05 for fourier.
         seed: The same seed gives the same patterns.
-        precision: "float32", "bfloat16" or None for `default_precision()`.
+        precision: "float32", "bfloat16" or None for `default_precision()`
+            (gradient ascent only).
         progress: Optional function called with (done, total) units of work.
+        method: "gradient-ascent" or "fourier" (`METHODS`).
+        objective: For fourier: "channel" (the book's), "neuron" or
+            "diversity" (`OBJECTIVES`); gradient ascent takes "channel" only.
 
     Returns:
-        uint8 array (n, height, width, 3), deprocessed as in the book.
+        uint8 array (n, height, width, 3): deprocessed as in the book for
+        gradient ascent, the sigmoid's pixels for fourier.
 
     Raises:
-        InputError: For a layer that is unknown or not 4-D, or a filter index
-            out of range.
+        InputError: For a layer that is unknown or not 4-D, a filter index
+            out of range, or an unknown method or objective.
     """
-    images, _ = optimize_patterns(
-        model, layer_name, filter_indices, size, steps, step_size, seed, precision, progress
-    )
+    method, objective = check_method(method, objective)
+    default_steps, default_step_size = method_defaults(method)
+    steps = default_steps if steps is None else steps
+    step_size = default_step_size if step_size is None else step_size
+    if method == "fourier":
+        from convviz_core.features.optvis.render import render_patterns
+
+        return render_patterns(
+            model,
+            layer_name,
+            filter_indices,
+            objective=objective,
+            size=size,
+            steps=steps,
+            learning_rate=step_size,
+            seed=seed,
+            progress=progress,
+        )
+    images, _ = optimize_patterns(model, layer_name, filter_indices, size, steps, step_size, seed, precision, progress)
     return np.stack([deprocess_image(image) for image in images])
+
+
+def method_defaults(method):
+    """(steps, step size) a method uses when none are given."""
+    if method == "fourier":
+        from convviz_core.features.optvis.render import DEFAULT_STEPS
+
+        return DEFAULT_STEPS, FOURIER_LEARNING_RATE
+    return BOOK_STEPS, BOOK_STEP_SIZE
+
+
+def check_method(method, objective="channel"):
+    """Validates a pattern method and objective.
+
+    Returns:
+        (method, objective).
+
+    Raises:
+        InputError: If either is unknown, or gradient ascent is asked for
+            another objective than the book's channel mean.
+    """
+    if method not in METHODS:
+        raise InputError(f"Choose a pattern method among {', '.join(METHODS)}. Received: method={method!r}")
+    if objective not in OBJECTIVES:
+        raise InputError(
+            f"Choose an objective among {', '.join(OBJECTIVES)}. Received: objective={objective!r}"
+        )
+    if method == "gradient-ascent" and objective != "channel":
+        raise InputError(
+            f"The book's gradient ascent maximises a channel's mean; the '{objective}' objective "
+            "needs method='fourier'."
+        )
+    return method, objective
 
 
 def deprocess_image(image):

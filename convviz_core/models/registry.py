@@ -230,12 +230,14 @@ def _load_application(name):
             f"{keras_weights_folder()} and choose the model again, or use an offline model "
             f"such as '{DEFAULT_MODEL}'."
         ) from None
-    return VisionModel(
+    model = VisionModel(
         keras_model,
         preprocess=preprocess_preset(preset),
         name=name,
         class_names=imagenet_class_names(),
     )
+    model.preprocess_key = f"preset:{preset}"
+    return model
 
 
 def load_model(name_or_path, preprocess=None, class_names=None, input_size=None):
@@ -276,15 +278,20 @@ def load_model(name_or_path, preprocess=None, class_names=None, input_size=None)
 
 
 def _file_vision_model(keras_model, name, preprocess, class_names, input_size):
+    preset = None
     if preprocess is None or isinstance(preprocess, str):
-        preprocess = preprocess_preset(preprocess or "divide by 255")
-    return VisionModel(
+        preset = preprocess or "divide by 255"
+        preprocess = preprocess_preset(preset)
+    model = VisionModel(
         keras_model,
         preprocess=preprocess,
         name=name,
         class_names=class_names,
         input_size=input_size,
     )
+    if preset is not None:
+        model.preprocess_key = f"preset:{preset}"
+    return model
 
 
 def load_uploaded_model(data, file_name, preprocess=None, class_names=None, input_size=None):

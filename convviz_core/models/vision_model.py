@@ -1,6 +1,10 @@
 """`VisionModel`: a Keras model with what the three views need to know of it."""
 
+import hashlib
+import inspect
 import threading
+import types
+import uuid
 
 import keras
 import numpy as np
@@ -53,6 +57,7 @@ class VisionModel:
         self.keras_model = keras_model
         self.name = name or keras_model.name
         self._preprocess = preprocess or identity_preprocess
+        self._preprocess_key = None
         self._plan = GraphPlan(keras_model)
         input_shape = tuple(keras_model.inputs[0].shape)
         if len(input_shape) != 4 or input_shape[-1] not in (1, 3):
@@ -101,6 +106,38 @@ class VisionModel:
     def plan(self):
         """The `GraphPlan` that reaches every (nested) layer of the model."""
         return self._plan
+
+    @property
+    def preprocess_key(self):
+        """A stable name of the model's preprocessing, for cache keys (atlases depend on it).
+
+        The registry sets it for its presets ("preset:caffe"). Otherwise a
+        plain function is named by its module, qualified name and a digest of
+        its source, which is the same in every process; a function whose
+        behaviour its source does not fix (a closure, defaults, a callable
+        object, a function without source) gets a name unique to this
+        `VisionModel`, so its results are never shared with another model.
+        """
+        if self._preprocess_key is None:
+            function = self._preprocess
+            source = None
+            if isinstance(function, types.FunctionType) and not (
+                function.__closure__ or function.__defaults__ or function.__kwdefaults__
+            ):
+                try:
+                    source = inspect.getsource(function)
+                except (OSError, TypeError):
+                    source = None
+            if source is None:
+                self._preprocess_key = f"unique:{uuid.uuid4().hex}"
+            else:
+                digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+                self._preprocess_key = f"{function.__module__}.{function.__qualname__}:{digest}"
+        return self._preprocess_key
+
+    @preprocess_key.setter
+    def preprocess_key(self, key):
+        self._preprocess_key = str(key)
 
     @property
     def class_count(self):
@@ -252,6 +289,35 @@ class VisionModel:
             map has no positive value.
         """
         return heatmap_peak(heatmap, self._geometry(layer_name), self.input_size)
+
+    def input_box(self, layer_name, row, column):
+        """The part of the model input that one pixel of a layer looks at.
+
+        Args:
+            layer_name: A layer from `layer_names`.
+            row, column: A pixel of that layer's output.
+
+        Returns:
+            (top, left, bottom, right) in model-input pixels, bottom and right
+            exclusive, clipped to the input: the pixel's receptive field along
+            each layer's first input. Where the geometry is unknown (an
+            upsampling on the way), the pixel's share of a plain resize.
+        """
+        info = self.layer_info(layer_name)
+        geometry = self._geometry(layer_name)
+        box = []
+        for axis, index in enumerate((row, column)):
+            size = self.input_size[axis]
+            if geometry is None:
+                cells = info.output_shape[1 + axis] or 1
+                start, end = index * size / cells, (index + 1) * size / cells
+            else:
+                centre = geometry[axis].offset + geometry[axis].stride * index
+                half = geometry[axis].extent / 2
+                start, end = centre - half + 0.5, centre + half + 0.5
+            box.append((int(np.clip(np.floor(start), 0, size - 1)), int(np.clip(np.ceil(end), 1, size))))
+        (top, bottom), (left, right) = box
+        return top, left, bottom, right
 
     def _geometry(self, layer_name):
         """`layer_geometry` of a layer, worked out once; None for a plain resize."""
