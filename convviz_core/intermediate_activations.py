@@ -6,29 +6,46 @@ import tensorflow as tf
 
 # Tracing counter for tests: each new trace of a compiled view function adds one.
 TRACE_COUNTS = {"activations": 0}
+# The layers are cut into this many runs, one compiled function each (see `activations`).
+DEPTH_SEGMENTS = 4
 
 
-def _build_activation_function(model, layer_names):
+def _build_activation_function(model, taps):
     height, width = model.input_size
 
     @tf.function(
-        input_signature=[tf.TensorSpec((None, height, width, 3), tf.uint8)],
+        input_signature=[
+            tf.TensorSpec((None, height, width, 3), tf.uint8),
+            tf.TensorSpec((len(taps),), tf.bool),
+        ],
         autograph=False,
     )
-    def compute(images):
+    def compute(images, wanted):
         TRACE_COUNTS["activations"] += 1
-        captured, _ = model.plan.run(model.preprocess(images), taps=layer_names)
-        return [tf.cast(captured[name], tf.float32) for name in layer_names]
+        captured, _ = model.plan.run(model.preprocess(images), taps=taps)
+        outputs = []
+        for index, name in enumerate(taps):
+            tensor = captured[name]
+            # The whole batch of a wanted layer, an empty one of the others: only
+            # the chosen activations leave the graph and are copied.
+            keep = tf.where(wanted[index], tf.shape(tensor)[0], 0)
+            outputs.append(tf.cast(tensor[:keep], tf.float32))
+        return outputs
 
     return compute
 
 
 def activations(model, image, layer_names):
-    """Computes the outputs of several layers for one image in one forward pass.
+    """Computes the outputs of some layers for one image in one forward pass.
 
     As in the book, this is what a model from the input to the chosen layers'
-    outputs computes; the pass stops at the deepest chosen layer, and layers
-    inside nested models are reached too.
+    outputs computes, and layers inside nested models are reached too. The
+    model's layers are cut into `DEPTH_SEGMENTS` runs of consecutive layers;
+    one compiled function per run (built on first use) computes the graph up
+    to the run's last layer and returns only the layers asked for (the
+    choice is a tensor). So moving the layer slider never traces a new graph
+    after the first visit of each run, a shallow layer costs only the layers
+    before its run's end, and no unwanted activation is copied out.
 
     Args:
         model: A `VisionModel`.
@@ -47,11 +64,21 @@ def activations(model, image, layer_names):
     for name in layer_names:
         model.layer_info(name)
     batch = model.prepare(image)
+    if not layer_names:
+        return {}
+    names = model.layer_names
+    positions = {name: index for index, name in enumerate(names)}
+    deepest = max(positions[name] for name in layer_names)
+    segment_length = -(-len(names) // DEPTH_SEGMENTS)
+    end = min(len(names), (deepest // segment_length + 1) * segment_length)
+    taps = tuple(names[:end])
     compute = model.cached_function(
-        ("activations", layer_names), lambda: _build_activation_function(model, layer_names)
+        ("activations", end), lambda: _build_activation_function(model, taps)
     )
-    outputs = compute(tf.constant(batch))
-    return {name: output.numpy()[0] for name, output in zip(layer_names, outputs)}
+    wanted = np.zeros(len(taps), dtype=bool)
+    wanted[[positions[name] for name in layer_names]] = True
+    outputs = compute(tf.constant(batch), tf.constant(wanted))
+    return {name: outputs[positions[name]].numpy()[0] for name in layer_names}
 
 
 def standardize_channels(activation):

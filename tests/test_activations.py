@@ -91,13 +91,50 @@ def test_activations_resize_the_image_to_the_input_size(model):
     np.testing.assert_allclose(large, small, rtol=1e-6)
 
 
-def test_activations_run_one_compiled_pass_per_layer_set(model, image):
-    activations(model, image, ["conv_a", "conv_b"])
+def test_activations_trace_at_most_once_per_depth_segment(model, image):
+    # The deepest layer's function serves every choice; shallower choices use
+    # a function of their own segment, each traced once.
+    for name in model.layer_names:
+        activations(model, image, [name])
     traces = TRACE_COUNTS["activations"]
-    for seed in range(3):
+    for seed, names in enumerate([["conv_a", "conv_b"], ["norm"], ["pool", "conv_a"], model.layer_names]):
         other = np.random.default_rng(seed).integers(0, 256, (20, 12, 3), dtype=np.uint8)
-        activations(model, other, ["conv_a", "conv_b"])
+        assert sorted(activations(model, other, names)) == sorted(names)
     assert TRACE_COUNTS["activations"] == traces
+
+
+class CountingIdentity(keras.layers.Layer):
+    """Passes its input on and counts, in a variable, how often the graph ran it."""
+
+    def build(self, input_shape):
+        self.runs = self.add_weight(shape=(), initializer="zeros", trainable=False, name="runs")
+
+    def call(self, inputs):
+        self.runs.assign_add(1.0)
+        return inputs
+
+
+def test_a_shallow_layer_does_not_run_the_layers_after_it():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="first")(inputs)
+    for index in range(12):
+        x = keras.layers.Conv2D(4, 3, padding="same", name=f"middle_{index}")(x)
+    counter = CountingIdentity(name="counter")
+    x = counter(x)
+    outputs = keras.layers.Conv2D(2, 3, padding="same", name="last")(x)
+    model = VisionModel(keras.Model(inputs, outputs))
+    image = np.full((16, 16, 3), 7, np.uint8)
+
+    activations(model, image, ["first"])
+    activations(model, image, ["middle_0"])
+    assert float(counter.runs.numpy()) == 0.0
+    deep = activations(model, image, ["last", "first"])
+    assert float(counter.runs.numpy()) == 1.0
+    assert deep["last"].shape == (14, 14, 2) and deep["first"].shape == (14, 14, 4)
+
+
+def test_no_layer_asked_for_gives_nothing(model, image):
+    assert activations(model, image, []) == {}
 
 
 def test_dead_channel_of_the_model_is_found(model, image):

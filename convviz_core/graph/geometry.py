@@ -17,7 +17,6 @@ import cv2
 import keras
 import numpy as np
 
-from convviz_core.graph.plan import _Alias
 
 _CONVOLUTIONS = (
     keras.layers.Conv2D,
@@ -32,10 +31,16 @@ class AxisGeometry:
     """Output pixel i of a layer is centred on input coordinate offset + stride * i.
 
     Coordinates count input pixels, with pixel centres at 0, 1, 2, ...
+
+    Attributes:
+        offset, stride: As above.
+        extent: How many input pixels one output pixel sees along this axis
+            (its receptive field), following each layer's first input.
     """
 
     offset: float
     stride: float
+    extent: float = 1.0
 
 
 def _same_padding_before(size, kernel, stride, dilation):
@@ -95,22 +100,11 @@ def layer_geometry(plan, layer_path):
         layer on the way changes the grid in a way this does not know
         (an upsampling, a resize): then a plain resize is the best guess.
     """
-    path_layers = []
-    tensor_id = plan.output_id(layer_path)
-    while tensor_id != plan.input_id:
-        step = plan.producer_of(tensor_id)
-        if step is None:
-            return None
-        if isinstance(step, _Alias):
-            tensor_id = step.source_ids[step.target_ids.index(tensor_id)]
-            continue
-        # Every branch that meets at an add has the same grid: follow the first input.
-        path_layers.append(step)
-        if not step.input_ids:
-            return None
-        tensor_id = step.input_ids[0]
+    path_layers = plan.chain_to_input(layer_path)
+    if path_layers is None:
+        return None
     geometry = [AxisGeometry(0.0, 1.0), AxisGeometry(0.0, 1.0)]
-    for step in reversed(path_layers):
+    for step in path_layers:
         tensors = step.arguments.keras_tensors
         input_shape = tuple(tensors[0].shape) if tensors else ()
         output_shape = plan.layers.get(step.path, (None, None))[0]
@@ -123,7 +117,9 @@ def layer_geometry(plan, layer_path):
             shift = dilation * (kernel - 1) / 2 - before
             current = geometry[axis]
             geometry[axis] = AxisGeometry(
-                current.offset + current.stride * shift, current.stride * stride
+                current.offset + current.stride * shift,
+                current.stride * stride,
+                current.extent + current.stride * dilation * (kernel - 1),
             )
     return tuple(geometry)
 

@@ -14,6 +14,7 @@ model (which may be shared by every user of a server) is not changed.
 """
 
 import dataclasses
+import inspect
 import threading
 
 import keras
@@ -176,9 +177,34 @@ class GraphPlan:
             self._pruned[key] = kept
         return kept
 
-    def producer_of(self, tensor_id):
-        """Returns the step (a layer call or an alias) that produces a tensor, or None."""
-        return self._producers.get(tensor_id)
+    def chain_to_input(self, path):
+        """The layer calls from the model input to a layer, along first inputs.
+
+        Nested models are passed through; where branches meet (an add, a
+        concatenation) the first input is followed.
+
+        Args:
+            path: A layer path.
+
+        Returns:
+            A list of layer calls (with `.layer`, `.path`, `.arguments`), input
+            side first, or None when the chain does not reach the input.
+        """
+        calls = []
+        tensor_id = self.output_id(path)
+        while tensor_id != self.input_id:
+            step = self._producers.get(tensor_id)
+            if step is None:
+                return None
+            if isinstance(step, _Alias):
+                tensor_id = step.source_ids[step.target_ids.index(tensor_id)]
+                continue
+            calls.append(step)
+            if not step.input_ids:
+                return None
+            tensor_id = step.input_ids[0]
+        calls.reverse()
+        return calls
 
     def final_call(self):
         """Returns the `_Call` that produces the model's (first) output."""
@@ -216,19 +242,7 @@ class GraphPlan:
         values = {self.input_id: inputs}
         captured = {}
         for step in self._steps_for(wanted):
-            if isinstance(step, _Alias):
-                for source, target in zip(step.source_ids, step.target_ids):
-                    values[target] = values[source]
-                continue
-            args, kwargs = step.arguments.fill_in(values)
-            if step.path in overrides:
-                outputs = overrides[step.path](step.layer, *args, **kwargs)
-            else:
-                if "training" in getattr(step.layer, "_call_context_args", ()):
-                    kwargs["training"] = False
-                outputs = step.layer(*args, **kwargs)
-            flat = keras.tree.flatten(outputs)
-            for output_id, tensor in zip(step.output_ids, flat):
+            for output_id, tensor in _execute(step, values, overrides):
                 if output_id in tap_ids:
                     if on_tap is not None:
                         tensor = on_tap(tap_ids[output_id], tensor)
@@ -236,6 +250,51 @@ class GraphPlan:
                 values[output_id] = tensor
         output = values[self.output_ids[0]] if with_output else None
         return captured, output
+
+
+def walk_nested_layers(model, prefix="", depth=0):
+    """Yields every layer of a model and of the models nested in it, as the views name them.
+
+    Args:
+        model: A Keras model.
+
+    Yields:
+        (path, layer, depth): the layer's address ("outer/inner" inside a
+        nested model), the layer, and 0 for the model's own layers, 1 inside
+        a nested model, and so on. A nested model comes before its layers.
+    """
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        yield path, layer, depth
+        if isinstance(layer, keras.Model) and layer.layers:
+            yield from walk_nested_layers(layer, f"{path}{SEPARATOR}", depth + 1)
+
+
+def _execute(step, values, overrides):
+    """Runs one step of a plan on the tensors in `values`.
+
+    Returns:
+        [(tensor id, tensor)] of what the step produces.
+    """
+    if isinstance(step, _Alias):
+        return [(target, values[source]) for source, target in zip(step.source_ids, step.target_ids)]
+    args, kwargs = step.arguments.fill_in(values)
+    if step.path in overrides:
+        outputs = overrides[step.path](step.layer, *args, **kwargs)
+    else:
+        if takes_training_argument(step.layer):
+            kwargs["training"] = False
+        outputs = step.layer(*args, **kwargs)
+    return list(zip(step.output_ids, keras.tree.flatten(outputs)))
+
+
+def takes_training_argument(layer):
+    """Whether a layer's `call` accepts `training` (dropout, batch norm, nested models)."""
+    try:
+        parameters = inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+    return "training" in parameters
 
 
 def head_activation(layer):
@@ -281,6 +340,6 @@ def pre_activation(layer, *args, **kwargs):
         if layer.use_bias:
             scores = scores + layer.bias
         return scores
-    if "training" in getattr(layer, "_call_context_args", ()):
+    if takes_training_argument(layer):
         kwargs["training"] = False
     return layer(*args, **kwargs)

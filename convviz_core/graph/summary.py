@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from convviz_core.graph.plan import SEPARATOR
+from convviz_core.graph.plan import walk_nested_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,19 +88,16 @@ def summarize_model(keras_model):
 
 
 def _add_rows(model, prefix, depth, rows):
-    for layer in model.layers:
-        name = f"{prefix}{layer.name}"
+    for name, layer, layer_depth in walk_nested_layers(model, prefix, depth):
         rows.append(
             SummaryRow(
                 name=name,
                 type=type(layer).__name__,
                 output_shape=output_shape_text(layer),
                 parameters=_count(layer.weights),
-                depth=depth,
+                depth=layer_depth,
             )
         )
-        if isinstance(layer, keras.Model) and layer.layers:
-            _add_rows(layer, prefix=f"{name}{SEPARATOR}", depth=depth + 1, rows=rows)
 
 
 def output_shape_text(layer):

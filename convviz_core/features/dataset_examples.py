@@ -1,0 +1,122 @@
+"""Dataset examples: the image patches that excite one unit most (OpenAI Microscope's view, for your own images).
+
+A filter's pattern shows what the unit wants in an invented picture; the
+patches of real photos where it fires hardest show what it finds in the world.
+For each image the unit's channel is computed, its strongest positions are
+taken (at most a few per image, apart from each other), and each position is
+mapped back to the part of the image that pixel of the layer looks at (its
+receptive field, `VisionModel.input_box`).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from convviz_core.errors import InputError
+from convviz_core.inputs.images import check_rgb_image
+from convviz_core.intermediate_activations import activations
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One patch where a unit fires.
+
+    Attributes:
+        image_key: The key of the image it comes from.
+        score: The unit's activation at that position.
+        position: (row, column) in the layer's output.
+        box: (top, left, bottom, right) in the image's own pixels (bottom and
+            right exclusive).
+        patch: RGB uint8 array, the image inside `box`.
+    """
+
+    image_key: str
+    score: float
+    position: tuple
+    box: tuple
+    patch: np.ndarray
+
+
+def strongest_positions(channel, count, separation=1):
+    """The positions of a 2-D map's highest values, at least `separation` cells apart.
+
+    Args:
+        channel: float array (height, width).
+        count: The most positions to return.
+        separation: Chebyshev distance two positions must exceed.
+
+    Returns:
+        [(row, column, value)], highest first; positions whose value is not
+        positive are left out (a unit that does not fire shows nothing).
+    """
+    values = np.nan_to_num(np.asarray(channel, dtype=np.float64), nan=-np.inf)
+    order = np.argsort(-values, axis=None, kind="stable")
+    chosen = []
+    for flat in order:
+        row, column = divmod(int(flat), values.shape[1])
+        value = values[row, column]
+        if value <= 0 or len(chosen) == count:
+            break
+        if all(max(abs(row - r), abs(column - c)) > separation for r, c, _ in chosen):
+            chosen.append((row, column, float(value)))
+    return chosen
+
+
+def dataset_examples(model, layer_name, channel, images, count=8, per_image=2, layer_activations=None):
+    """Finds the image patches that excite one channel of a layer most.
+
+    Args:
+        model: A `VisionModel`.
+        layer_name: A layer from `model.layer_names`.
+        channel: A channel of that layer.
+        images: {image key: RGB uint8 array}, e.g. the sample photos and the
+            user's uploads.
+        count: The most patches to return.
+        per_image: The most patches from one image.
+        layer_activations: Optional function (image key, image) -> the
+            layer's activation (height, width, channels), for a caller that
+            caches them; default: computed here.
+
+    Returns:
+        [`Example`], strongest first.
+
+    Raises:
+        InputError: For an unknown layer or a channel out of its range.
+    """
+    info = model.layer_info(layer_name)
+    channels = info.output_shape[-1]
+    if not 0 <= int(channel) < channels:
+        raise InputError(
+            f"Layer '{layer_name}' has channels 0 to {channels - 1}; there is no channel {channel}. "
+            "Choose a channel in that range."
+        )
+    found = []
+    for image_key, image in images.items():
+        image = check_rgb_image(image)
+        if layer_activations is None:
+            activation = activations(model, image, [layer_name])[layer_name]
+        else:
+            activation = layer_activations(image_key, image)
+        unit = activation[:, :, int(channel)]
+        # Positions of the same patch are at least half a receptive field apart.
+        for row, column, value in strongest_positions(unit, per_image, separation=1):
+            found.append((value, image_key, image, (row, column)))
+    found.sort(key=lambda entry: -entry[0])
+    examples = []
+    for value, image_key, image, (row, column) in found[:count]:
+        top, left, bottom, right = model.input_box(layer_name, row, column)
+        box = _scale_box((top, left, bottom, right), model.input_size, image.shape[:2])
+        patch = np.ascontiguousarray(image[box[0] : box[2], box[1] : box[3]])
+        examples.append(Example(image_key, value, (row, column), box, patch))
+    return examples
+
+
+def _scale_box(box, model_size, image_size):
+    """Maps a box from model-input pixels to the pixels of the image that was resized to it."""
+    top, left, bottom, right = box
+    scale_rows = image_size[0] / model_size[0]
+    scale_columns = image_size[1] / model_size[1]
+    top, bottom = int(np.floor(top * scale_rows)), int(np.ceil(bottom * scale_rows))
+    left, right = int(np.floor(left * scale_columns)), int(np.ceil(right * scale_columns))
+    top, left = min(top, image_size[0] - 1), min(left, image_size[1] - 1)
+    return top, left, max(bottom, top + 1), max(right, left + 1)
