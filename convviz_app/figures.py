@@ -81,6 +81,35 @@ def png_bytes(image):
     return encoded.tobytes()
 
 
+def jpeg_bytes(image, max_width=MAX_DISPLAY_WIDTH, quality=90):
+    """Encodes an RGB uint8 array as JPEG, at most `max_width` pixels wide: what `st.image` would send.
+
+    `st.image` given an array encodes it again on every script run, and
+    encodes it twice when the array is wider than the width it is shown at;
+    given these bytes (with `output_format="JPEG"`) it only reads their
+    header. Cache the result (`cached.display_jpeg`).
+
+    Args:
+        image: RGB uint8 array (height, width, 3).
+        max_width: Wider images are shrunk to this width, keeping their shape.
+        quality: The JPEG quality (Streamlit's own re-encoding uses 90).
+
+    Returns:
+        The JPEG file's bytes.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    if width > max_width:
+        new_height = max(1, round(height * max_width / width))
+        image = cv2.resize(image, (max_width, new_height), interpolation=cv2.INTER_AREA)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"Could not encode an image of shape {image.shape} as JPEG.")
+    return encoded.tobytes()
+
+
 def class_option_label(model, probabilities, class_index):
     """How the Grad-CAM class picker names a class: "Egyptian_cat (285), 78.0%".
 

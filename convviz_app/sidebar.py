@@ -28,6 +28,8 @@ SAMPLE_TITLES = {
     "astronaut": "Astronaut",
     "camera": "Camera",
 }
+THUMBNAIL_WIDTH = 48
+PREVIEW_WIDTH = 160
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 # The widget keys that tests (and `bench/`) set.
 MODEL_CHOICE_KEY = "model_choice"
@@ -79,7 +81,7 @@ def render_sidebar():
         model_key, model, model_title, is_builtin = _model_picker()
         st.header("Image")
         image_key, image, image_title = _image_picker()
-        _preview(model, image_key, image)
+        _preview(model_key, model, image_key, image)
     selection = Selection(model_key, model, model_title, is_builtin, image_key, image, image_title)
     st.session_state[SELECTION_KEY] = selection
     return selection
@@ -219,7 +221,11 @@ def _uploaded_model():
 def _image_picker():
     names = sample_names()
     captions = sample_captions()
-    st.image([cached.thumbnail(f"sample:{name}", sample_image(name)) for name in names], width=48)
+    st.image(
+        [cached.display_jpeg(f"sample:{name}", sample_image(name), THUMBNAIL_WIDTH) for name in names],
+        width=THUMBNAIL_WIDTH,
+        output_format="JPEG",
+    )
     sample = st.radio(
         "Sample photo",
         names,
@@ -253,15 +259,20 @@ def _image_picker():
     return f"sample:{sample}", sample_image(sample), f"the sample photo '{SAMPLE_TITLES.get(sample, sample)}'"
 
 
-def _preview(model, image_key, image):
+def _preview(model_key, model, image_key, image):
+    # Pictures go to `st.image` as JPEG bytes encoded once (`cached.display_jpeg`):
+    # every new visitor's first runs draw them.
     if model is None:
-        st.image(cached.thumbnail(image_key, image, 224), caption="The image", width=160)
+        picture = cached.display_jpeg(image_key, image, PREVIEW_WIDTH)
+        st.image(picture, caption="The image", width=PREVIEW_WIDTH, output_format="JPEG")
         return
     height, width = model.input_size
+    picture = cached.display_jpeg(f"{model_key}|{image_key}", cached.model_input(model, image), PREVIEW_WIDTH)
     st.image(
-        cached.model_input(model, image),
+        picture,
         caption=f"What the model sees: {width}×{height} pixels",
-        width=160,
+        width=PREVIEW_WIDTH,
+        output_format="JPEG",
     )
 
 

@@ -1,0 +1,653 @@
+"""A class of students on one ConvViz server: `streamlit run app.py`, driven by real browsers.
+
+    python bench/bench_classroom.py                       # 30 students arriving within 60 s
+    python bench/bench_classroom.py --students 5 --arrival-seconds 10   # a smoke run
+    python bench/bench_classroom.py --per-session-cpu 5 [--proxy]       # CPU of one new visitor
+
+Each simulated student is a browser context (its own cookies, cache and
+websocket: a new browser to the server) of ONE headless Debian chromium,
+driven through Playwright over the app's real protocol: the HTML page,
+Streamlit's frontend files, its websocket, file uploads and media. Browser
+contexts rather than Streamlit's websocket protocol driven directly, because
+the protocol (protobuf messages, widget ids computed by the frontend, the
+upload handshake) is Streamlit's private API and changes between releases;
+the browser exercises exactly what a class does, frontend files included.
+
+The cost: the browsers need CPU too, and on the server's own 2 cores they
+distort the measurement (the times include the browsers' rendering, and the
+server has to share the cores). So the browsers run at a lower priority
+(`--browser-nice`, 10 by default: the server wins every contention), the
+server's own CPU time is reported beside the wall-clock times, and the full
+run belongs on a quiet machine -- ideally with the browsers on another one
+(`--url` of a server started elsewhere; then RSS and CPU are not measured).
+
+The server is warmed up first, as a teacher would by opening the app before
+the class (the app's readiness check: the model loaded, the default page
+computed for the sample photo; `--cold` skips it); the filter atlases start
+cold (a new, empty CONVVIZ_CACHE_DIR unless `--cache-dir`). Every student
+uploads a photo of its own (a sample photo, cropped, flipped and
+tinted differently, with a coloured grid of its own), waits for the
+Activations grid of that photo, opens Grad-CAM, then Filters; half of the
+students keep the default layer, the other half then pick another layer and
+compute its patterns. Reported: p50/p95 time to the first picture of each
+page (from the click to the picture drawn, not stale), the Filters queue as
+the page shows it (waiting messages, cancellations, queue-full offers),
+errors (exceptions, error boxes, timeouts: must be 0), the server's peak RSS
+and CPU time, and that every student was shown its own photo (the Grad-CAM
+page's "Your image" and the sidebar's preview, decoded and compared with all
+the uploads). Only loopback traffic: every other request is refused.
+
+`--per-session-cpu N` measures instead what one new visitor costs the server
+on a warm, cached view: the server's CPU time (from /proc) over N fresh
+browser contexts opening /grad_cam one after another, split into what
+Streamlit's frontend files cost and the rest; `--proxy` puts nginx with
+tools/nginx/convviz.conf in front (frontend files served by nginx).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+SAMPLES = ["chelsea", "coffee", "rocket", "astronaut", "camera"]
+PAGES = ["open", "activations", "grad_cam", "filters", "filters_own_layer"]
+QUEUE_WORDS = re.compile(r"wait|ahead|queue|line", re.IGNORECASE)
+CANCEL_WORDS = re.compile(r"cancel|stopped|replaced|time limit|timed out", re.IGNORECASE)
+
+# Is a picture with this caption drawn in the main area, loaded and not stale,
+# on a run for this image (the page's caption names it)?
+PICTURE_SHOWN = """
+([imageName, captionPrefix, captionPart]) => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (!main) return false;
+    if (imageName && !main.innerText.includes("Image: " + imageName)) return false;
+    for (const figure of main.querySelectorAll('[data-testid="stImage"]')) {
+        const caption = figure.querySelector('[data-testid="stImageCaption"]');
+        const img = figure.querySelector("img");
+        const container = figure.closest('[data-testid="stElementContainer"]');
+        if (!caption || !img) continue;
+        const text = caption.innerText;
+        if (!text.startsWith(captionPrefix) || (captionPart && !text.includes(captionPart))) continue;
+        if (container && container.getAttribute("data-stale") === "true") continue;
+        if (img.complete && img.naturalWidth > 0) return true;
+    }
+    return false;
+}
+"""
+PICTURE_SOURCE = """
+([area, captionPrefix]) => {
+    const root = document.querySelector(`[data-testid="${area}"]`);
+    if (!root) return null;
+    for (const figure of root.querySelectorAll('[data-testid="stImage"]')) {
+        const caption = figure.querySelector('[data-testid="stImageCaption"]');
+        if (caption && caption.innerText.startsWith(captionPrefix)) return figure.querySelector("img").src;
+    }
+    return null;
+}
+"""
+# What the page says while the Filters page waits: progress bars and boxes.
+PAGE_MESSAGES = """
+() => Array.from(document.querySelectorAll(
+    '[data-testid="stMain"] [data-testid="stProgress"], [data-testid="stMain"] [data-testid="stAlert"], '
+    + '[data-testid="stMain"] [data-testid="stCaption"], [data-testid="stMain"] [data-testid="stSpinner"]'
+)).map(element => element.innerText.trim()).filter(text => text)
+"""
+PAGE_ERRORS = """
+() => {
+    const errors = [];
+    for (const element of document.querySelectorAll('[data-testid="stException"]')) errors.push("exception: " + element.innerText.slice(0, 300));
+    for (const element of document.querySelectorAll('[data-testid="stAlertContentError"]')) errors.push("error box: " + element.innerText.slice(0, 300));
+    return errors;
+}
+"""
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def free_port():
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mb(pid):
+    """Resident memory of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextlib.contextmanager
+def streamlit_server(log_path, cache_dir, port=None, extra_arguments=()):
+    """`streamlit run app.py` on 127.0.0.1 with the repository's settings, until the block ends.
+
+    Yields:
+        (base URL, `subprocess.Popen`).
+    """
+    port = port or free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        f"--server.port={port}", "--server.address=127.0.0.1", "--server.headless=true",
+        *extra_arguments,
+    ]
+    environment = {**os.environ, "CONVVIZ_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError("the server stopped:\n" + Path(log_path).read_text(errors="replace"))
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(base_url + "/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            if time.monotonic() > deadline:
+                raise TimeoutError("no health after 180 s:\n" + Path(log_path).read_text(errors="replace"))
+            time.sleep(0.3)
+        yield base_url, server
+    finally:
+        stop_process_group(server)
+
+
+def stop_process_group(process):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def nginx_proxy(streamlit_port, folder):
+    """nginx with tools/nginx/convviz.conf in front of Streamlit (as tests/test_reverse_proxy.py runs it).
+
+    Yields:
+        The proxy's base URL.
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_reverse_proxy
+
+    nginx = test_reverse_proxy.NGINX
+    if nginx is None:
+        raise SystemExit("--proxy needs nginx (apt-get install nginx-light)")
+    port = free_port()
+    config = test_reverse_proxy._nginx_config(Path(folder), port, streamlit_port)
+    command = [nginx, "-p", str(folder), "-c", str(config), "-g", "daemon off;" + (" user root;" if os.geteuid() == 0 else "")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(base_url + "/_stcore/health", timeout=2).read()
+                break
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        stop_process_group(process)
+
+
+class ServerMonitor:
+    """Samples the server's RSS and CPU time every half second, in a thread."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak_rss_mb = 0.0
+        self.start_rss_mb = process_rss_mb(pid)
+        self.start_cpu = process_cpu_seconds(pid)
+        self.cpu_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            with contextlib.suppress(OSError):
+                self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(self.pid))
+                self.cpu_seconds = process_cpu_seconds(self.pid) - self.start_cpu
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        self._run_once()
+
+    def _run_once(self):
+        with contextlib.suppress(OSError):
+            self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(self.pid))
+            self.cpu_seconds = process_cpu_seconds(self.pid) - self.start_cpu
+
+
+# ----------------------------------------------------------------------------- students
+
+
+def student_photo(index, seed):
+    """A photo of a student's own: a sample photo cropped, flipped and tinted, with a coloured grid of its own.
+
+    Returns:
+        RGB uint8 array.
+    """
+    from convviz_core.inputs.samples import sample_image
+
+    generator = np.random.default_rng([seed, index])
+    image = np.array(sample_image(SAMPLES[index % len(SAMPLES)]))
+    height, width = image.shape[:2]
+    top, left = generator.integers(0, height // 5), generator.integers(0, width // 5)
+    image = image[top:top + height * 4 // 5, left:left + width * 4 // 5]
+    if generator.random() < 0.5:
+        image = image[:, ::-1]
+    tint = generator.uniform(0.6, 1.4, size=3)
+    grid = generator.integers(0, 256, size=(4, 4, 3)).astype(np.float32)
+    grid = cv2.resize(grid, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    mixed = 0.6 * np.clip(image * tint, 0, 255) + 0.4 * grid
+    return np.ascontiguousarray(mixed.astype(np.uint8))
+
+
+def small(image):
+    """A 32×32 float thumbnail, to tell photos apart."""
+    return cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def write_jpeg(path, image):
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    Path(path).write_bytes(encoded.tobytes())
+
+
+class Student:
+    """One simulated student: what it did, how long it waited, what went wrong."""
+
+    def __init__(self, index, photo_path, photo, own_layer_steps):
+        self.index = index
+        self.name = Path(photo_path).name
+        self.photo_path = photo_path
+        self.photo = photo
+        self.own_layer_steps = own_layer_steps  # 0: keeps the default layer
+        self.times = {}
+        self.errors = []
+        self.messages = set()
+        self.queue_full_offers = 0
+        self.shown = {}
+        self.own_layer = None
+
+
+async def only_loopback(route):
+    host = re.match(r"^[a-z]+://([^/:]+)", route.request.url)
+    if host and host.group(1) in ("127.0.0.1", "localhost"):
+        await route.continue_()
+    else:
+        await route.abort()
+
+
+async def wait_for_picture(page, student, caption_prefix, caption_part, timeout, watch_queue=False):
+    """Waits until the picture is drawn; while waiting, records what the page says and answers queue offers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await page.evaluate(PICTURE_SHOWN, [student.name, caption_prefix, caption_part]):
+            return
+        errors = await page.evaluate(PAGE_ERRORS)
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        if watch_queue:
+            for message in await page.evaluate(PAGE_MESSAGES):
+                if QUEUE_WORDS.search(message) or CANCEL_WORDS.search(message):
+                    # Numbers (seconds, positions) vary: keep the message's shape.
+                    student.messages.add(re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0])[:160])
+            offer = page.locator('[data-testid="stMain"] button').filter(has_text=re.compile(r"wait", re.IGNORECASE))
+            if await offer.count() and student.queue_full_offers < 3:
+                student.queue_full_offers += 1
+                await offer.first.click()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no picture '{caption_prefix}…{caption_part or ''}' after {timeout} s")
+        await asyncio.sleep(0.25)
+
+
+async def picture_bytes(context, page, area, caption_prefix):
+    source = await page.evaluate(PICTURE_SOURCE, [area, caption_prefix])
+    if source is None:
+        raise RuntimeError(f"no picture '{caption_prefix}' in {area}")
+    response = await context.request.get(source)
+    data = await response.body()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+async def open_page(page, title):
+    await page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+
+
+async def choose_another_layer(page, steps):
+    """Picks the layer `steps` entries below the current one in the Filters form; returns its name."""
+    form = page.locator('[data-testid="stMain"] [data-testid="stForm"]').first
+    field = form.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").first.locator("input")
+    default = await field.input_value()
+    await field.click()
+    for _ in range(steps):
+        await page.keyboard.press("ArrowDown")
+    await page.keyboard.press("Enter")
+    await page.wait_for_timeout(300)
+    layer = await field.input_value()
+    if layer == default:
+        raise RuntimeError(f"could not choose another layer than {default}")
+    await form.get_by_role("button").filter(has_text=re.compile("compute", re.IGNORECASE)).first.click()
+    return layer
+
+
+async def run_student(browser, base_url, student, start_delay, timeouts, started):
+    await asyncio.sleep(start_delay)
+    context = await browser.new_context(viewport=VIEWPORT)
+    # Under load a click or an upload may wait for the page: as long as a page may take.
+    context.set_default_timeout(timeouts["page"] * 1000)
+    step = "open"
+    try:
+        await context.route("**/*", only_loopback)
+        page = await context.new_page()
+        began = time.monotonic()
+        student.arrived = began - started
+        await page.goto(base_url, timeout=timeouts["page"] * 1000)
+        await page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.wait_for(
+            timeout=timeouts["page"] * 1000
+        )
+        student.times["open"] = time.monotonic() - began
+
+        step = "activations"
+        began = time.monotonic()
+        uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="upload a photo")
+        await uploader.locator('input[type="file"]').set_input_files(str(student.photo_path))
+        await wait_for_picture(page, student, "All ", None, timeouts["page"])
+        student.times["activations"] = time.monotonic() - began
+
+        step = "grad_cam"
+        began = time.monotonic()
+        await open_page(page, "Grad-CAM")
+        await wait_for_picture(page, student, "Heatmap × ", None, timeouts["page"])
+        student.times["grad_cam"] = time.monotonic() - began
+        student.shown["grad_cam"] = await picture_bytes(context, page, "stMain", "Your image")
+        student.shown["preview"] = await picture_bytes(context, page, "stSidebar", "What the model sees")
+
+        step = "filters"
+        began = time.monotonic()
+        await open_page(page, "Filters")
+        await wait_for_picture(page, student, "Filters ", None, timeouts["filters"], watch_queue=True)
+        student.times["filters"] = time.monotonic() - began
+
+        if student.own_layer_steps:
+            step = "filters_own_layer"
+            began = time.monotonic()
+            student.own_layer = await choose_another_layer(page, student.own_layer_steps)
+            await wait_for_picture(page, student, "Filters ", f" of {student.own_layer},", timeouts["filters"],
+                                   watch_queue=True)
+            student.times["filters_own_layer"] = time.monotonic() - began
+    except Exception as error:  # noqa: BLE001 -- every failure is a finding to report
+        student.errors.append(f"{step}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+    finally:
+        await context.close()
+
+
+def check_own_images(students):
+    """Which students were shown a photo that is not the one they uploaded."""
+    uploads = [small(student.photo) for student in students]
+    wrong = []
+    for student in students:
+        for where, shown in student.shown.items():
+            picture = small(shown)
+            distances = sorted((float(np.abs(picture - upload).mean()), index) for index, upload in enumerate(uploads))
+            closest = distances[0][1]
+            if closest != student.index or (len(distances) > 1 and distances[0][0] > distances[1][0] / 2):
+                wrong.append(f"student {student.index} {where}: closest upload is {closest} ({distances[:2]})")
+    return wrong
+
+
+def percentile(values, fraction):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+async def run_class(args, base_url, monitor):
+    from playwright.async_api import async_playwright
+
+    folder = Path(tempfile.mkdtemp(prefix="convviz-class-"))
+    students = []
+    generator = random.Random(args.seed)
+    for index in range(args.students):
+        photo = student_photo(index, args.seed)
+        path = folder / f"student-{index:02d}.jpg"
+        write_jpeg(path, photo)
+        # Read back as the server will (JPEG), to compare like with like.
+        photo = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        students.append(Student(index, path, photo, own_layer_steps=generator.randint(1, 6) if index % 2 else 0))
+    arrivals = sorted(generator.uniform(0, args.arrival_seconds) for _ in students)
+    timeouts = {"page": args.page_timeout, "filters": args.filters_timeout}
+
+    if args.browser_nice:
+        os.nice(args.browser_nice)  # the browsers (children of this process) yield to the server
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(run_student(browser, base_url, student, delay, timeouts, started)
+                                 for student, delay in zip(students, arrivals))),
+                timeout=args.arrival_seconds + args.total_timeout,
+            )
+        finally:
+            wall = time.monotonic() - started
+            await browser.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return students, wall
+
+
+def report_class(args, students, wall, monitor):
+    lines = [f"{len(students)} students arriving within {args.arrival_seconds:.0f} s; all done after {wall:.1f} s"]
+    figures = {}
+    for name in PAGES:
+        values = [student.times[name] for student in students if name in student.times]
+        figures[name] = {"count": len(values), "p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
+                         "max": max(values) if values else float("nan")}
+        lines.append(f"  time to first picture, {name:<18} n={len(values):>2}  p50 {figures[name]['p50']:6.1f} s"
+                     f"  p95 {figures[name]['p95']:6.1f} s  max {figures[name]['max']:6.1f} s")
+    errors = [f"student {student.index}: {error}" for student in students for error in student.errors]
+    wrong = check_own_images(students)
+    messages = {}
+    for student in students:
+        for message in student.messages:
+            messages[message] = messages.get(message, 0) + 1
+    waited = sum(1 for student in students if any(QUEUE_WORDS.search(m) for m in student.messages))
+    cancelled = sum(1 for student in students if any(CANCEL_WORDS.search(m) for m in student.messages))
+    offers = sum(student.queue_full_offers for student in students)
+    lines.append(f"  Filters queue: {waited} students saw a waiting message, {cancelled} a cancellation, "
+                 f"{offers} queue-full offers answered")
+    for message, count in sorted(messages.items(), key=lambda item: -item[1])[:12]:
+        lines.append(f"    {count:>2}x {message}")
+    if monitor is not None:
+        lines.append(f"  server: peak RSS {monitor.peak_rss_mb:.0f} MB (at start {monitor.start_rss_mb:.0f} MB), "
+                     f"CPU {monitor.cpu_seconds:.1f} s over {wall:.0f} s")
+    lines.append(f"  own photo shown to every student: {'yes' if not wrong else 'NO'} "
+                 f"({sum(len(student.shown) for student in students)} pictures checked)")
+    lines.extend(f"    {line}" for line in wrong)
+    lines.append(f"  errors: {len(errors)}")
+    lines.extend(f"    {line}" for line in errors)
+    result = {
+        "students": len(students), "arrival_seconds": args.arrival_seconds, "wall_seconds": wall,
+        "time_to_first_picture": figures, "errors": errors, "wrong_images": wrong,
+        "queue": {"waited": waited, "cancelled": cancelled, "queue_full_offers": offers, "messages": messages},
+        "server_peak_rss_mb": monitor.peak_rss_mb if monitor else None,
+        "server_cpu_seconds": monitor.cpu_seconds if monitor else None,
+    }
+    return "\n".join(lines), result
+
+
+# ----------------------------------------------------------------------------- one new visitor
+
+
+def measure_per_session_cpu(args, base_url, server):
+    """Server CPU time of each of N new browsers opening a cached Grad-CAM page, one at a time."""
+    from playwright.sync_api import sync_playwright
+
+    results = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for visit in range(args.per_session_cpu + 1):
+                context = browser.new_context(viewport=VIEWPORT)
+                context.route("**/*", lambda route: route.continue_()
+                              if re.match(r"^[a-z]+://(127\.0\.0\.1|localhost)[:/]", route.request.url)
+                              else route.abort())
+                page = context.new_page()
+                requests = {"static": 0, "other": 0}
+                page.on("requestfinished", lambda request: requests.__setitem__(
+                    "static" if "/static/" in request.url else "other",
+                    requests["static" if "/static/" in request.url else "other"] + 1))
+                before = process_cpu_seconds(server.pid)
+                began = time.monotonic()
+                page.goto(f"{base_url}/grad_cam", timeout=args.page_timeout * 1000)
+                page.get_by_text("Heatmap × ").first.wait_for(timeout=args.page_timeout * 1000)
+                shown = time.monotonic() - began
+                page.wait_for_function(
+                    """() => document.querySelector('[data-testid="stApp"]')
+                           .getAttribute('data-test-script-state') === 'notRunning'""",
+                    timeout=args.page_timeout * 1000,
+                )
+                page.wait_for_timeout(1500)
+                cpu = process_cpu_seconds(server.pid) - before
+                context.close()
+                label = "warm-up" if visit == 0 else f"visit {visit}"
+                print(f"  {label}: server CPU {cpu:.2f} s, Grad-CAM shown after {shown:.1f} s, "
+                      f"requests: {requests['static']} frontend files, {requests['other']} other", flush=True)
+                if visit:
+                    results.append(cpu)
+        finally:
+            browser.close()
+    median = statistics.median(results)
+    print(f"new visitor on a cached Grad-CAM page: median server CPU {median:.2f} s "
+          f"(min {min(results):.2f}, max {max(results):.2f}, n={len(results)})")
+    return {"per_session_cpu_seconds": results, "median": median}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--arrival-seconds", type=float, default=60.0, help="students arrive within this time")
+    parser.add_argument("--page-timeout", type=float, default=300.0, help="seconds a page may take")
+    parser.add_argument("--filters-timeout", type=float, default=900.0, help="seconds a Filters picture may take")
+    parser.add_argument("--total-timeout", type=float, default=2400.0, help="seconds after the last arrival")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--browser-nice", type=int, default=10, help="niceness of the browsers (0: none)")
+    parser.add_argument("--cold", action="store_true", help="no warm-up: the first student loads the model")
+    parser.add_argument("--url", help="a server started elsewhere (no RSS or CPU figures then)")
+    parser.add_argument("--cache-dir", help="CONVVIZ_CACHE_DIR of the server (default: a new, empty one)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--per-session-cpu", type=int, default=0, metavar="N",
+                        help="instead: server CPU of N new visitors of a cached page, one at a time")
+    parser.add_argument("--proxy", action="store_true", help="with --per-session-cpu: nginx in front")
+    parser.add_argument("--streamlit-arg", action="append", default=[], metavar="OPTION",
+                        help="an option for `streamlit run`, e.g. --streamlit-arg=--server.fileWatcherType=auto")
+    arguments = parser.parse_args(argv)
+    if not 1 <= arguments.students <= 200:
+        parser.error("--students must be between 1 and 200")
+    return arguments
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    if not os.path.exists(CHROMIUM):
+        raise SystemExit(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    with tempfile.TemporaryDirectory(prefix="convviz-bench-") as scratch:
+        scratch = Path(scratch)
+        cache_dir = Path(args.cache_dir) if args.cache_dir else scratch / "cache"
+        if args.url:
+            if args.per_session_cpu:
+                raise SystemExit("--per-session-cpu measures a server this script starts")
+            students, wall = asyncio.run(run_class(args, args.url.rstrip("/"), None))
+            text, result = report_class(args, students, wall, None)
+        else:
+            with streamlit_server(scratch / "streamlit.log", cache_dir, extra_arguments=args.streamlit_arg) as (
+                base_url, server):
+                print(f"server: {base_url} (pid {server.pid}), log {scratch / 'streamlit.log'}", flush=True)
+                if args.per_session_cpu:
+                    proxy = nginx_proxy(int(base_url.rsplit(":", 1)[1]), scratch) if args.proxy \
+                        else contextlib.nullcontext(base_url)
+                    with proxy as front:
+                        print(f"new visitors through {'nginx' if args.proxy else 'Streamlit alone'}:", flush=True)
+                        result = measure_per_session_cpu(args, front, server)
+                    text = ""
+                else:
+                    if not args.cold:
+                        # The teacher opens the app before the class: the model is loaded
+                        # and the default page computed for the sample photo.
+                        from convviz_app.readiness import check_readiness
+
+                        began = time.monotonic()
+                        ready, reason = check_readiness(base_url, timeout=args.page_timeout)
+                        print(f"warm-up (the app's readiness check): {reason}, {time.monotonic() - began:.1f} s",
+                              flush=True)
+                    with ServerMonitor(server.pid) as monitor:
+                        students, wall = asyncio.run(run_class(args, base_url, monitor))
+                    text, result = report_class(args, students, wall, monitor)
+                    if any(student.errors for student in students):
+                        log = (scratch / "streamlit.log").read_text(errors="replace")
+                        problems = [line for line in log.splitlines() if re.search(r"Error|Exception|Traceback", line)
+                                    and "cuInit" not in line]
+                        text += "\n  server log, its errors (last 40):\n    " + "\n    ".join(problems[-40:])
+    if text:
+        print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0 if not result.get("errors") and not result.get("wrong_images") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
