@@ -3,8 +3,8 @@
     streamlit run app.py
 
 This file is the router: the page configuration, the sidebar every page
-shares (model and image), and the navigation between the four pages in
-`pages/`. The pages draw; `convviz_core` computes.
+shares (model and image), and the navigation between the five pages in
+`views/`. The views draw; `convviz_core` computes.
 """
 
 import os
@@ -19,16 +19,18 @@ if _HERE not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-# Each URL path differs from its file's name on purpose, and `st.navigation`
-# comes first, before the slow imports: Streamlit runs the first script run
-# of a process as an old-style `pages/` app until `st.navigation` is called,
-# and such a run would open pages/model.py for the URL /model without this
-# file (and so without the sidebar).
+# The page files live in `views/`, not `pages/`: Streamlit runs the first
+# script run of a fresh server as an old-style `pages/` app when that folder
+# exists, so a deep link (/grad-cam) as a server's very first request showed
+# a "Page not found" dialog, and AppTest ran pages without this file.
+# `st.navigation` comes first, before the slow imports.
 PAGES = [
-    st.Page("pages/activations.py", title="Activations", icon=":material/layers:", url_path="activation-maps", default=True),
-    st.Page("pages/filters.py", title="Filters", icon=":material/texture:", url_path="filter-patterns"),
-    st.Page("pages/grad_cam.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="grad-cam"),
-    st.Page("pages/model.py", title="Model", icon=":material/account_tree:", url_path="model-summary"),
+    st.Page("views/activations.py", title="Activations", icon=":material/layers:", url_path="activation-maps", default=True),
+    st.Page("views/filters.py", title="Filters", icon=":material/texture:", url_path="filter-patterns"),
+    st.Page("views/unit.py", title="One unit", icon=":material/center_focus_strong:", url_path="unit"),
+    st.Page("views/grad_cam.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="grad-cam"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("views/model.py", title="Model", icon=":material/account_tree:", url_path="model-summary"),
 ]
 navigation = st.navigation(PAGES)
 

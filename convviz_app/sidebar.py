@@ -84,6 +84,7 @@ def render_sidebar():
         _preview(model_key, model, image_key, image)
     selection = Selection(model_key, model, model_title, is_builtin, image_key, image, image_title)
     st.session_state[SELECTION_KEY] = selection
+    cached.remember_upload(selection)
     return selection
 
 
@@ -91,8 +92,8 @@ def current_selection():
     """The sidebar's choice for this run (drawn by `app.py` before the page)."""
     selection = st.session_state.get(SELECTION_KEY)
     if selection is None:
-        # Only a page run without app.py gets here (Streamlit's old-style
-        # `pages/` handling of a process's first run): draw the sidebar now.
+        # Only a view run without app.py gets here (a tool or test running
+        # one file of `views/` alone): draw the sidebar now.
         selection = render_sidebar()
     return selection
 
@@ -141,6 +142,11 @@ def _model_picker():
         entry = availability[name]
         return entry.model.title + ("" if entry.usable else " (weights not on this machine)")
 
+    # A shared link (the unit view's) names a built-in model: a session's
+    # first run opens it; later the user's own choice wins.
+    linked = st.query_params.get("model")
+    if MODEL_CHOICE_KEY not in st.session_state and linked in availability:
+        st.session_state[MODEL_CHOICE_KEY] = linked
     choice = st.selectbox(
         "Model",
         options,

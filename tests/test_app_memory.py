@@ -35,15 +35,14 @@ def selections_alive():
 
 
 def test_photo_after_photo_on_every_page_keeps_no_earlier_photo_alive():
-    # Earlier tests may have left some: `cached.keep_for_good` freezes
-    # whatever is alive when a built-in model is loaded.
+    # Earlier tests may have left some alive (the memory cache keeps maps).
     already = selections_alive()
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.session_state["model_choice"] = "small-convnet"
     # A small atlas, so the Filters page computes in a moment.
     at.session_state["filters_params:builtin:small-convnet"] = {"layer": "conv2d_1", "first": 0, "count": 8, "size": 64, "steps": 2}
     at.run()
-    for page in ("pages/activations.py", "pages/grad_cam.py", "pages/filters.py"):
+    for page in ("views/activations.py", "views/grad_cam.py", "views/filters.py"):
         at.switch_page(page)
         for seed in range(PHOTOS):
             at.file_uploader(key="image_file").set_value((f"photo-{seed}.png", photo(seed), "image/png")).run()

@@ -1,6 +1,8 @@
 """End to end in a real browser: `streamlit run app.py`, driven by Debian's chromium through Playwright.
 
-The test uploads a photo, opens the Grad-CAM page from the sidebar and waits
+The first test opens a deep link as a fresh server's very first request and
+checks that its page opens without Streamlit's "Page not found" dialog. The
+second uploads a photo, opens the Grad-CAM page from the sidebar and waits
 for the overlay. Run this file as a script to take a screenshot of every page
 for the README instead:
 
@@ -166,6 +168,61 @@ def write_photo(folder):
     return path
 
 
+# Records whether a "Page not found" dialog was ever shown, even for a moment.
+WATCH_FOR_PAGE_NOT_FOUND = """
+window.__convvizPageNotFound = false;
+new MutationObserver(records => {
+    for (const record of records) {
+        for (const node of record.addedNodes) {
+            if ((node.textContent || "").includes("Page not found")) {
+                window.__convvizPageNotFound = true;
+            }
+        }
+    }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+def test_a_deep_link_as_the_first_request_opens_its_page(tmp_path):
+    with streamlit_server(tmp_path / "streamlit.log") as base_url, playwright_api.sync_playwright() as playwright:
+        with chromium_page(playwright) as page:
+            page.add_init_script(WATCH_FOR_PAGE_NOT_FOUND)
+            page.goto(f"{base_url}/grad-cam", timeout=PAGE_SECONDS * 1000)
+            page.get_by_text("Heatmap × 0.40 + image").wait_for(timeout=PAGE_SECONDS * 1000)
+            wait_for_app_idle(page)
+            assert not page.evaluate("window.__convvizPageNotFound")
+            assert page.url == f"{base_url}/grad-cam"
+            # The app's own navigation, not the file names of an old-style `pages/` app.
+            links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+            assert [link.split()[-1] for link in links] == ["Activations", "Filters", "unit", "Grad-CAM", "Compare", "Model"]
+            assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_fresh_servers_default_filters_grid_is_ready_for_the_first_visitor(tmp_path):
+    # A server computes its default atlases in the background once app.py is
+    # first imported: here by the readiness check a load balancer (or
+    # Docker's HEALTHCHECK) runs right after the start.
+    from convviz_app import readiness
+
+    extra_env = {"CONVVIZ_WARM_UP": "1", "CONVVIZ_CACHE_DIR": str(tmp_path / "cache"), "CONVVIZ_PRECISION": "float32"}
+    with streamlit_server(tmp_path / "streamlit.log", extra_env) as base_url, playwright_api.sync_playwright() as playwright:
+        started = time.monotonic()
+        assert readiness.main([base_url]) == 0
+        atlases = tmp_path / "cache" / "atlases"
+        deadline = started + 300
+        while not list(atlases.glob("efficientnet-lite0-*.npy")) and time.monotonic() < deadline:
+            time.sleep(1)
+        warmed = time.monotonic() - started
+        assert list(atlases.glob("efficientnet-lite0-*.npy")), "the default atlas was not computed in the background"
+        with chromium_page(playwright) as page:
+            opened = time.monotonic()
+            page.goto(f"{base_url}/filter-patterns", timeout=PAGE_SECONDS * 1000)
+            page.get_by_text("Patterns from the shared cache").wait_for(timeout=PAGE_SECONDS * 1000)
+            page.get_by_text("in reading order").first.wait_for(timeout=PAGE_SECONDS * 1000)
+            shown = time.monotonic() - opened
+        print(f"default atlas ready {warmed:.1f} s after the start; the first visitor's grid in {shown:.1f} s")
+
+
 def test_upload_a_photo_and_see_its_grad_cam(tmp_path):
     photo = write_photo(tmp_path)
     screenshot = Path(os.environ.get("CONVVIZ_SCREENSHOT_DIR", tmp_path)) / "e2e-grad-cam.png"
@@ -195,6 +252,16 @@ def test_upload_a_photo_and_see_its_grad_cam(tmp_path):
             assert page.locator('[data-testid="stException"]').count() == 0
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             screenshot_whole_page(page, screenshot)
+
+            # The CAM family side by side, each map scored against random maps.
+            open_page(page, "Compare")
+            page.get_by_text("Download the comparison (PNG)").wait_for(timeout=PAGE_SECONDS * 1000)
+            wait_for_app_idle(page)
+            assert main.get_by_text("Compare explanations").is_visible()
+            assert main.get_by_text("Grad-CAM on the image", exact=True).is_visible()
+            assert main.get_by_text("Eigen-CAM on the image", exact=True).is_visible()
+            assert main.get_by_role("button", name="Compute Score-CAM").is_visible()
+            assert page.locator('[data-testid="stException"]').count() == 0
     assert screenshot.stat().st_size > 10_000
 
 
@@ -206,6 +273,7 @@ def capture_all_pages(folder):
         ("Activations", "activations.png", "Dead channels"),
         ("Filters", "filters.png", "Where it fires on your image"),
         ("Grad-CAM", "grad-cam.png", "Heatmap × 0.40 + image"),
+        ("Compare", "compare.png", "Download the comparison (PNG)"),
         ("Model", "model.png", "Total parameters"),
     ]
     with tempfile.TemporaryDirectory() as logs, streamlit_server(Path(logs) / "streamlit.log") as base_url:

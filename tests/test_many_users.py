@@ -32,7 +32,6 @@ import cv2
 import keras
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
@@ -310,7 +309,7 @@ def visit(scenario, server, barrier=None):
 
     # Filters: a few patterns; the large view opens on the one the photo
     # excites most, then shows the last.
-    at.switch_page("pages/filters.py").run()
+    at.switch_page("views/filters.py").run()
     assert_clean(at, f"session {index}: Filters")
     picker = next(widget for widget in at.main.select_slider if widget.label == "Filter")
     shown["Filters: most active"] = picker.value
@@ -319,7 +318,7 @@ def visit(scenario, server, barrier=None):
     remember(shown, "Filters", at, server)
 
     # Grad-CAM: the top class, then the least probable one.
-    at.switch_page("pages/grad_cam.py").run()
+    at.switch_page("views/grad_cam.py").run()
     assert_clean(at, f"session {index}: Grad-CAM")
     table = at.main.dataframe[0].value
     assert sorted(table["Class"]) == sorted(scenario["classes"])  # Its own model's classes.
@@ -343,7 +342,7 @@ def fresh_app_caches(tmp_path, monkeypatch):
     from convviz_app import cached
 
     def clear_everything():
-        st.cache_data.clear()
+        cached.clear_memory_caches()
         cached.atlas_store.clear()
         cached.uploaded_model.clear()
 

@@ -12,7 +12,7 @@ import math
 
 from convviz_core.errors import InputError
 from convviz_core.features.atlas_cache import MAX_FILTERS, atlas_request, describe
-from convviz_core.features.patterns import METHODS, default_pattern_layer, method_defaults, pattern_size
+from convviz_core.features.patterns import METHODS, default_pattern_layer, method_defaults, pattern_size  # noqa: F401 (METHODS: the page offers them)
 from convviz_core.jobs import Priority
 
 # What the page's widgets offer.

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from convviz_app import cached, figures
+from convviz_app.atlas_view import unit_link
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core.intermediate_activations import overview_layers
 
@@ -76,6 +77,12 @@ else:
         value=0,
         key=f"activations_channel:{model_key}:{layer}",
     )
+    st.page_link(
+        "views/unit.py",
+        label=f"Everything about channel {channel}: the pattern it looks for, the photos it likes",
+        icon=":material/center_focus_strong:",
+        query_params=unit_link(selection, layer, channel),
+    )
     activation = cached.layer_activations(model_key, model, image_key, image, (layer,))[layer]
     values = activation[:, :, channel]
     status = "dead for this image" if channel in grid.dead else (
@@ -88,7 +95,8 @@ else:
         )
         st.caption(f"Channel {channel} of {layer}: {status}. Hover for values, drag to zoom.")
     image_column.image(
-        cached.model_input(model, image),
+        cached.display_jpeg(f"{model_key}|{image_key}", cached.model_input(model, image), figures.MAX_DISPLAY_WIDTH),
         caption="The image as the model sees it, to compare with",
         width="stretch",
+        output_format="JPEG",
     )

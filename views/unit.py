@@ -1,0 +1,111 @@
+"""One unit: everything ConvViz knows about one channel of one layer, on one page.
+
+Reached from a channel of the Activations page or a filter of the Filters
+page, and by a shareable link (`?layer=...&channel=...`, plus `model=` for a
+built-in model). It shows the unit's pattern by the book's gradient ascent
+and by the clear mode, the clear mode's diversity set (several different
+pictures the unit likes), its activation on your image and where it fires,
+and the patches of the sample photos and of your uploads that excite it most
+(OpenAI Microscope's "dataset examples", for your own images).
+"""
+
+import streamlit as st
+
+from convviz_app import cached, figures
+from convviz_app.atlas_view import show_atlas, unit_link
+from convviz_app.sidebar import current_selection, page_intro, require_model
+from convviz_core import InputError
+from convviz_core.features import atlas_service as service
+from convviz_core.features.atlas_cache import atlas_request
+from convviz_core.features.patterns import default_pattern_layer
+from convviz_core.intermediate_activations import channel_map
+from convviz_core.jobs import JobCancelled
+
+DIVERSITY_COUNT = 4
+EXAMPLE_COUNT = 8
+
+selection = current_selection()
+page_intro(
+    "One unit",
+    "A unit is one channel of one layer: one filter. Here it is from every side: the picture it "
+    "likes best (by the book's gradient ascent, and in the clear mode), several different "
+    "pictures it likes, where it fires on your image, and the parts of real photos that excite "
+    "it most. Share the page's address to show someone the same unit.",
+    selection,
+)
+model = require_model(selection)
+model_key, image_key, image = selection.model_key, selection.image_key, selection.image
+
+query = st.query_params
+layer = query.get("layer")
+if layer not in model.layer_names:
+    layer = default_pattern_layer(model)
+channels = model.layer_info(layer).output_shape[-1]
+try:
+    channel = int(query.get("channel", 0))
+except ValueError:
+    channel = 0
+channel = min(max(channel, 0), channels - 1)
+
+layer_column, channel_column = st.columns([3, 1])
+layer = layer_column.selectbox("Layer", model.layer_names, index=model.layer_names.index(layer), key="unit_layer")
+channels = model.layer_info(layer).output_shape[-1]
+channel = channel_column.number_input(
+    "Channel", min_value=0, max_value=channels - 1, value=min(channel, channels - 1), key=f"unit_channel:{layer}"
+)
+# The address names this unit, so it can be shared.
+shared = unit_link(selection, layer, channel)
+if {key: query.get(key) for key in shared} != shared:
+    query.from_dict(shared)
+
+st.subheader("What it looks for")
+book_column, clear_column = st.columns(2)
+try:
+    for column, method in ((book_column, "gradient-ascent"), (clear_column, "fourier")):
+        request = atlas_request(
+            model, layer, [channel], size=service.LARGE_PATTERN_SIZE, method=method
+        )
+        with column:
+            _, atlas = show_atlas(model, request, selection.is_builtin)
+            st.image(atlas.patterns[0], caption=service.METHOD_TITLES[method], width="stretch")
+    st.markdown("**Its diversity set:** different pictures the unit likes (the clear mode, pushed apart).")
+    request = atlas_request(
+        model, layer, [channel] * DIVERSITY_COUNT, size=service.GRID_PATTERN_SIZE, method="fourier",
+        objective="diversity",
+    )
+    _, atlas = show_atlas(model, request, selection.is_builtin)
+    st.image(list(atlas.patterns), width=180)
+except (InputError, JobCancelled) as error:
+    st.error(str(error))
+    st.stop()
+
+st.subheader("On your image")
+activation = cached.layer_activations(model_key, model, image_key, image, (layer,))[layer]
+values = activation[:, :, channel]
+where = model.heatmap_on_input(layer, channel_map(activation, channel))
+map_column, overlay_column = st.columns(2)
+with map_column:
+    st.plotly_chart(figures.heatmap_figure(values, colorscale="Viridis", value_label="activation", height=360))
+    st.caption(f"Channel {channel} of {layer} on {selection.image_title} (hover for values)")
+overlay_column.image(
+    cached.channel_overlay_png(model_key, image_key, layer, channel, image, where),
+    caption="Where it fires on your image" if values.max() > 0 else "It does not fire on your image",
+    width="stretch",
+)
+
+st.subheader("Where it fires most in real photos")
+images = cached.session_images(selection)
+examples = cached.unit_examples(model_key, model, tuple(images), images, layer, channel, EXAMPLE_COUNT)
+if not examples:
+    st.info("This unit fires on none of the sample photos or your images.")
+else:
+    st.image(
+        [example.patch for example in examples],
+        caption=[f"{cached.image_title(example.image_key)}: {example.score:.3g}" for example in examples],
+        width=120,
+    )
+    st.caption(
+        f"The {len(examples)} patches, among the {len(images)} sample photos and your uploads, where "
+        "the unit's activation is highest (at most two per photo); each is the part of the photo "
+        "that one pixel of the layer looks at."
+    )
