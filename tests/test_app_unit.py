@@ -78,7 +78,7 @@ def test_the_filters_page_links_to_the_unit_of_its_large_filter():
     at.run()
     at.switch_page("views/filters.py").run()
     assert_clean(at)
-    chosen = at.select_slider[0].value
+    chosen = next(slider for slider in at.select_slider if slider.label == "Filter").value
     links = [element for element in at.main if type(element).__name__ == "PageLink" or getattr(element, "type", "") == "page_link"]
     assert links, "no link to the unit view"
     link = links[0].proto

@@ -481,8 +481,11 @@ def test_the_filters_views_rules_pick_the_filters_and_refuse_a_range_past_the_la
         service.chosen_filters(model, service.AtlasChoice("conv", count=5))
     request = service.grid_request(model, service.AtlasChoice("conv_b", first=2, count=8, steps=STEPS))
     assert request.filter_indices == (2, 3, 4, 5) and request.steps == STEPS
-    # A fixed-size model's grid holds its large pattern; another model optimises it at 150 px.
-    assert service.large_pattern_request(model, service.AtlasChoice("conv"), 1) is None
+    # Where the layer runs at its model's input size only, the grid holds the large
+    # pattern; where any size works, it is optimised again at 150 px.
+    assert service.large_pattern_request(reshaped_model(), service.AtlasChoice("after_reshape", count=8), 1) is None
+    large = service.large_pattern_request(model, service.AtlasChoice("conv"), 1)
+    assert (large.filter_indices, large.height) == ((1,), service.LARGE_PATTERN_SIZE)
     flexible = tiny_model(fixed_size=False)
     large = service.large_pattern_request(flexible, service.AtlasChoice("conv"), 1)
     assert (large.filter_indices, large.height) == ((1,), service.LARGE_PATTERN_SIZE)
@@ -494,7 +497,7 @@ def test_a_built_in_models_default_atlas_goes_first_without_a_time_limit(model, 
     default = service.default_atlas_choice(model)
     assert service.atlas_priority(model, default, builtin=True) == Priority.URGENT
     assert service.atlas_priority(model, default, builtin=False) == Priority.NORMAL
-    other = dataclasses.replace(default, steps=default.steps + 1)
+    other = dataclasses.replace(default, steps=41)
     assert service.atlas_priority(model, other, builtin=True) == Priority.NORMAL
     pool = JobPool(workers=1, time_limit=0.0)
     store = FilterAtlasCache(tmp_path, pool=pool)

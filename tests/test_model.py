@@ -234,10 +234,8 @@ def test_filter_patterns_on_inner_layer_equal_the_book_loop(nested):
     )
     np.testing.assert_allclose(raw - starts, reference - starts, rtol=1e-3, atol=1e-3)
     assert np.all(mean_activations(raw) > mean_activations(starts))
-    # Patterns are optimised at the model's fixed input size, whatever `size` says.
-    images = filter_patterns(
-        model, "vgg16/block3_conv1", filters, size=150, steps=steps, precision="float32"
-    )
+    # Without a size, patterns have the model's input size (the reference's).
+    images = filter_patterns(model, "vgg16/block3_conv1", filters, steps=steps, precision="float32")
     assert images.shape == (2, VGG_SIZE, VGG_SIZE, 3)
     assert np.abs(images.astype(int) - np.stack([deprocess_image(r) for r in reference])).max() <= 1
 
