@@ -61,24 +61,9 @@ def keras_io_atlas(model, filter_indices, size, steps):
     traces the step again; the loss and update are the book's.
     """
     extractor = keras.Model(model.inputs, model.get_layer(LAYER).output)
-
-    @tf.function
-    def gradient_ascent_step(image, filter_index, learning_rate):
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            activation = extractor(keras.applications.vgg16.preprocess_input(image * 1.0))
-            loss = tf.reduce_mean(activation[:, :, :, filter_index])
-        gradients = tape.gradient(loss, image)
-        gradients /= tf.sqrt(tf.reduce_mean(tf.square(gradients))) + 1e-5
-        return loss, image + learning_rate * gradients
-
-    images = []
-    for filter_index in filter_indices:
-        image = tf.constant(start_images([filter_index], size, size, seed=0))
-        for _ in range(steps):
-            _, image = gradient_ascent_step(image, filter_index, 1.0)
-        images.append(image.numpy()[0])
-    return np.stack(images)
+    return keras_io_atlas_of(
+        extractor, lambda image: keras.applications.vgg16.preprocess_input(image * 1.0), filter_indices, size, steps
+    )
 
 
 def timed(function):

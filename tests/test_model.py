@@ -492,3 +492,20 @@ def test_grayscale_model_sees_the_luminance_of_the_image():
     np.testing.assert_allclose(result[:, :, 0], luminance, rtol=1e-6)
     assert grad_cam(model, image, 1).shape == (3, 3)
     assert filter_patterns(model, "conv", [0, 2], steps=2).shape == (2, 5, 5, 3)
+
+
+@pytest.mark.parametrize("kind", ["vgg", "mobilenet"])
+def test_every_cam_method_explains_an_inner_layer_of_a_nested_model(nested, kind):
+    from convviz_core.cam.methods import CAM_METHODS, class_activation_maps
+
+    model, _ = nested[kind]
+    size = model.input_size[0]
+    image = random_image(size, size, seed=5)
+    layer = model.default_cam_layer()
+    assert "/" in layer  # The last convolution lives inside the nested base.
+    height, width = model.layer_info(layer).output_shape[1:3]
+    maps = class_activation_maps(model, image, methods=list(CAM_METHODS), class_index=1)
+    assert sorted(maps) == sorted(CAM_METHODS)
+    for method, heatmap in maps.items():
+        assert heatmap.dtype == np.float32 and heatmap.shape == (height, width), method
+        assert np.all(np.isfinite(heatmap)) and heatmap.min() >= 0 and heatmap.max() <= 1, method
