@@ -57,6 +57,9 @@ def test_the_grad_cam_page_picks_a_method_and_scores_its_map_against_chance():
     assert picker.value == "grad-cam"  # The book's method by default.
     assert picker.options[:2] == ["Grad-CAM", "Grad-CAM++"] and len(picker.options) == 7
     assert any(caption.startswith("Grad-CAM of 'cross' at conv2d_4: 15×15") for caption in captions(at))
+    assert not at.metric  # Scores are long jobs: computed when asked for.
+    at.toggle(key="gradcam_score").set_value(True).run()
+    assert not at.exception and not at.error
     metrics = {metric.label: metric.value for metric in at.metric}
     assert set(metrics) == {"Deletion area (lower is better)", "Insertion area (higher is better)"}
     assert 0.0 <= float(metrics["Deletion area (lower is better)"]) <= 1.0

@@ -146,7 +146,9 @@ st.download_button(
 st.subheader("Can you trust this map?")
 if not st.toggle(
     "Score the map against random maps",
-    value=True,
+    # Off until asked: each score is a long job (about 14 s on EfficientNet-Lite0), and
+    # a class opening this page at once would queue thirty of them (bench_classroom.py).
+    value=False,
     key="gradcam_score",
     help="Deletion and insertion take a few seconds per class and layer, in the server's queue for long jobs.",
 ):
