@@ -374,34 +374,6 @@ def layer_grid(model_key, _model, image_key, _image, layer_name):
     )
 
 
-@cache_in_memory(spinner="Computing Grad-CAM...")
-def class_activation(model_key, _model, image_key, _image, layer_name, class_index):
-    """Grad-CAM of one class (None: the top class) at one layer.
-
-    Returns:
-        (heatmap float32 (h, w) in [0, 1], probabilities float32 (classes,)).
-    """
-    return grad_cam_with_probabilities(_model, _image, class_index, layer_name)
-
-
-def class_heatmap(model_key, _model, image_key, _image, layer_name, class_index):
-    """Grad-CAM of one class at one layer, reusing the page's first pass when it is the same map.
-
-    A page first asks for the top class at the default layer (`class_index`
-    None), which also gives every class's probability; when the user's
-    choice is that very class and layer, this returns that map instead of
-    computing it again under another key.
-
-    Returns:
-        heatmap float32 (h, w) in [0, 1].
-    """
-    default_layer = _model.default_cam_layer()
-    heatmap, probabilities = class_activation(model_key, _model, image_key, _image, default_layer, None)
-    if layer_name == default_layer and class_index == int(np.argmax(probabilities)):
-        return heatmap
-    return class_activation(model_key, _model, image_key, _image, layer_name, class_index)[0]
-
-
 @cache_in_memory()
 def overlay_png(model_key, image_key, layer_name, class_index, alpha, _image, _heatmap):
     """The heatmap superimposed on the image (book fig. 5-36), as PNG bytes."""
