@@ -220,7 +220,10 @@ def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_la
     assert at.title[0].value == "Filter patterns"
     assert at.main.success and at.main.success[0].value.startswith("Computed in")
     grid_caption = image_captions(at)[0]
-    assert grid_caption.startswith("Filters 0 to 63 of conv2d_3")
+    assert grid_caption == (
+        "Filters 0 to 63 of conv2d_3, in reading order, gradient ascent with momentum each, "
+        "as far as the book's 40 steps go (in about half as many)"
+    )
     # The large view starts at the filter that responds most to the cat.
     chosen = widget(at.main.select_slider, "Filter").value
     assert image_captions(at)[1:] == [f"What filter {chosen} looks for", "Where it fires on your image"]
@@ -230,6 +233,14 @@ def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_la
     widget(at.main.selectbox, "Layer").set_value("conv2d_1")
     widget(at.main.selectbox, "Filters").set_value(8)
     widget(at.main.number_input, "Steps").set_value(5)
+    at.main.button[0].click().run()
+    assert_no_exception(at)
+    assert image_captions(at)[0] == (
+        "Filters 0 to 7 of conv2d_1, in reading order, gradient ascent with momentum each, "
+        "as far as the book's 5 steps go (in about half as many)"
+    )
+    # The book's plain loop, step for step.
+    widget(at.main.checkbox, "Fast: momentum, as far as the book's steps go").set_value(False)
     at.main.button[0].click().run()
     assert_no_exception(at)
     assert image_captions(at)[0] == "Filters 0 to 7 of conv2d_1, in reading order, 5 steps of gradient ascent each"

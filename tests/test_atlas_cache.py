@@ -106,6 +106,7 @@ def test_built_in_models_use_the_disk_by_default(tmp_path):
         {"step_size": 0.5},
         {"seed": 1},
         {"precision": "bfloat16"},
+        {"schedule": "matched"},
     ],
 )
 def test_every_parameter_is_part_of_the_key(model, change):
@@ -143,6 +144,8 @@ def test_the_method_and_objective_are_part_of_the_key(model):
     neuron = request_for(model, method="fourier", objective="neuron", steps=None, precision=None)
     assert len({book.key, fourier.key, neuron.key}) == 3
     assert (fourier.steps, fourier.step_size, fourier.precision) == (128, 0.05, "float32")
+    # The clear mode has its own step rule (Adam): a gradient-ascent schedule does not split its key.
+    assert request_for(model, method="fourier", steps=None, precision=None, schedule="matched").key == fourier.key
     with pytest.raises(InputError, match="needs method='fourier'"):
         request_for(model, objective="neuron")
     with pytest.raises(InputError, match="Choose a pattern method"):

@@ -406,3 +406,96 @@ def test_pattern_grid_of_eight_by_eight_puts_pattern_one_right_of_pattern_zero()
 def test_pattern_grid_rejects_bad_arguments(tiles, cols, margin):
     with pytest.raises(ValueError):
         pattern_grid(tiles, cols=cols, margin=margin)
+
+
+# --- The matched schedule: Nesterov momentum, as far as the book's steps go ---------------------------
+
+
+def build_linear_model():
+    """One 1x1 linear convolution: each filter's mean activation is linear in the image, with a constant gradient."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.Conv2D(3, 1, name="linear")(inputs)
+    model = keras.Model(inputs, outputs, name="linear")
+    kernel = np.array([[1.0, -1.0, 0.5], [2.0, 0.5, 0.0], [-1.0, 1.0, 1.0]], np.float32)  # (in, out)
+    model.get_layer("linear").set_weights([kernel[np.newaxis, np.newaxis], np.array([0.5, 2.0, -1.0], np.float32)])
+    return model, kernel
+
+
+def nesterov_displacement(steps, momentum=patterns.MATCHED_MOMENTUM):
+    """How far, in units of the (constant) normalised gradient, `steps` Nesterov steps go."""
+    velocity, total = 0.0, 0.0
+    for _ in range(steps):
+        velocity = momentum * velocity + 1.0
+        total += 1.0 + momentum * velocity
+    return total
+
+
+def test_matched_steps_on_a_linear_model_are_the_fewest_that_reach_the_margin():
+    # With a constant gradient g, the normalised direction d = g / rms(g) is
+    # constant too: the book's k steps move the image by k d, Nesterov's by
+    # nesterov_displacement(k) d, and each filter's mean activation grows by
+    # its mean of w . d per unit. So the matched steps are known by hand.
+    keras_model, kernel = build_linear_model()
+    model = VisionModel(keras_model, preprocess=lambda images: images / 255.0)
+    filters = patterns.calibration_filters(model, "linear")
+    assert filters == [1]  # 3 channels, 2 asked for: the spread gives the middle one once
+    steps = 40
+    start = start_images(filters, SIZE, SIZE, seed=0)[0] / 255.0
+    bias = np.array([0.5, 2.0, -1.0])
+    k = filters[0]
+    start_objective = float((start @ kernel[:, k]).mean() + bias[k])
+    # d/dpixel of mean(w . x / 255) is w / 255 (per channel, everywhere); its RMS over (h, w, 3):
+    gradient = kernel[:, k] / 255.0 / (SIZE * SIZE)
+    rms = np.sqrt(np.mean(gradient**2))
+    gain = float((kernel[:, k] / 255.0 * gradient / (rms + 1e-5)).sum())  # objective change per unit of d
+    book = start_objective + steps * gain
+    expected = next(
+        count
+        for count in range(max(patterns.MATCHED_STEP_GRAIN, steps // 4), steps + 1, patterns.MATCHED_STEP_GRAIN)
+        if start_objective + nesterov_displacement(count) * gain >= book + (patterns.MATCHED_MARGIN - 1) * abs(book)
+    )
+
+    matched, momentum = patterns.matched_steps(model, "linear", steps=steps, precision="float32")
+
+    assert (matched, momentum) == (expected, patterns.MATCHED_MOMENTUM)
+    assert steps // 4 < matched < steps // 2  # the floor (steps // 4) does not decide here
+
+
+def test_matched_patterns_follow_nesterovs_rule_exactly():
+    keras_model, _ = build_linear_model()
+    model = VisionModel(keras_model, preprocess=lambda images: images / 255.0)
+    filters = [0, 2]
+    matched, _ = patterns.matched_steps(model, "linear", steps=12, precision="float32")
+    raw, _ = optimize_patterns(model, "linear", filters, steps=12, precision="float32", schedule="matched")
+    book, _ = optimize_patterns(model, "linear", filters, steps=1, precision="float32")
+    starts = start_images(filters, SIZE, SIZE, seed=0)
+    # One book step moves by d; `matched` Nesterov steps by nesterov_displacement(matched) d.
+    np.testing.assert_allclose(raw - starts, (book - starts) * nesterov_displacement(matched), rtol=1e-4)
+
+
+def test_matched_schedule_reaches_at_least_the_books_objective_in_fewer_steps(keras_model, model):
+    layer_model = keras.Model(keras_model.input, keras_model.get_layer("conv_b").output)
+    filters = list(range(6))
+    book, _ = optimize_patterns(model, "conv_b", filters, steps=40, precision="float32")
+    matched_steps, momentum = patterns.matched_steps(model, "conv_b", steps=40, precision="float32")
+    fast, _ = optimize_patterns(model, "conv_b", filters, steps=40, precision="float32", schedule="matched")
+
+    assert momentum == patterns.MATCHED_MOMENTUM and matched_steps < 40
+    reached = mean_activation(layer_model, scale_pixels, fast, filters)
+    by_the_book = mean_activation(layer_model, scale_pixels, book, filters)
+    assert np.all(reached >= by_the_book), (reached, by_the_book)
+
+
+def test_matched_schedule_falls_back_to_the_book_when_momentum_cannot_catch_up(model, monkeypatch):
+    # A margin no ascent reaches: the schedule is the book's loop itself.
+    monkeypatch.setattr(patterns, "MATCHED_MARGIN", 1e9)
+    model_copy = VisionModel(model.keras_model, preprocess=scale_pixels)
+    assert patterns.matched_steps(model_copy, "conv_b", steps=8, precision="float32") == (8, 0.0)
+    book, _ = optimize_patterns(model_copy, "conv_b", [1, 4], steps=8, precision="float32")
+    fallback, _ = optimize_patterns(model_copy, "conv_b", [1, 4], steps=8, precision="float32", schedule="matched")
+    np.testing.assert_array_equal(fallback, book)
+
+
+def test_unknown_schedule_is_refused(model):
+    with pytest.raises(InputError, match=r"Choose a schedule among book, matched\. Received: schedule='fast'"):
+        filter_patterns(model, "conv_b", [0], steps=2, schedule="fast")

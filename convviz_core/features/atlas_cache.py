@@ -88,7 +88,7 @@ class AtlasRequest:
         filter_indices: The filters, in grid order.
         height, width: The size the patterns are optimised at.
         steps, step_size, seed, precision: As for `filter_patterns`.
-        method, objective: As for `filter_patterns`.
+        method, objective, schedule: As for `filter_patterns`.
     """
 
     model_name: str
@@ -105,6 +105,7 @@ class AtlasRequest:
     precision: str
     method: str = "gradient-ascent"
     objective: str = "channel"
+    schedule: str = "book"
 
     @property
     def key(self):
@@ -271,6 +272,7 @@ def atlas_request(
     precision=None,
     method="gradient-ascent",
     objective="channel",
+    schedule="book",
 ):
     """Validates the parameters of an atlas and gathers them into an `AtlasRequest`.
 
@@ -281,8 +283,8 @@ def atlas_request(
         size: Pattern side where the layer allows any size
             (`patterns.pattern_size`); otherwise the model's input size is
             used (so the key does not depend on `size` there).
-        steps, step_size, seed, method, objective: As for `filter_patterns`
-            (None: the method's defaults).
+        steps, step_size, seed, method, objective, schedule: As for
+            `filter_patterns` (None: the method's defaults).
         precision: "float32", "bfloat16" or None for the default.
 
     Returns:
@@ -300,9 +302,10 @@ def atlas_request(
     filter_indices, steps, step_size, precision = patterns_module.check_pattern_request(
         model, layer_name, filter_indices, steps, step_size, precision, max_filters=MAX_FILTERS
     )
+    schedule = patterns_module.check_schedule(schedule)
     if method == "fourier":
-        # Lucid's recipe runs in float32 whatever the CPU.
-        precision = "float32"
+        # Lucid's recipe runs in float32 whatever the CPU, with Adam.
+        precision, schedule = "float32", "book"
     height, width = patterns_module.pattern_size(model, size, layer_name)
     return AtlasRequest(
         model_name=model.name,
@@ -319,6 +322,7 @@ def atlas_request(
         precision=precision,
         method=method,
         objective=objective,
+        schedule=schedule,
     )
 
 
@@ -463,6 +467,7 @@ class FilterAtlasCache:
                 progress=progress,
                 method=request.method,
                 objective=request.objective,
+                schedule=request.schedule,
             )
             # Only a finished computation gets here: a cancelled one raised
             # from `progress`, so a cache never holds part of an atlas.
