@@ -1,25 +1,30 @@
-"""A class of students on one ConvViz server: `streamlit run app.py`, driven by real browsers.
+"""A class of students on one ConvViz server: `streamlit run app.py`, driven through Streamlit's own protocol.
 
     python bench/bench_classroom.py                       # 30 students arriving within 60 s
     python bench/bench_classroom.py --students 5 --arrival-seconds 10   # a smoke run
+    python bench/bench_classroom.py --client browser --students 5       # the same class in real browsers
     python bench/bench_classroom.py --per-session-cpu 5 [--proxy]       # CPU of one new visitor
 
-Each simulated student is a browser context (its own cookies, cache and
-websocket: a new browser to the server) of ONE headless Debian chromium,
-driven through Playwright over the app's real protocol: the HTML page,
-Streamlit's frontend files, its websocket, file uploads and media. Browser
-contexts rather than Streamlit's websocket protocol driven directly, because
-the protocol (protobuf messages, widget ids computed by the frontend, the
-upload handshake) is Streamlit's private API and changes between releases;
-the browser exercises exactly what a class does, frontend files included.
-
-The cost: the browsers need CPU too, and on the server's own 2 cores they
-distort the measurement (the times include the browsers' rendering, and the
-server has to share the cores). So the browsers run at a lower priority
-(`--browser-nice`, 10 by default: the server wins every contention), the
-server's own CPU time is reported beside the wall-clock times, and the full
-run belongs on a quiet machine -- ideally with the browsers on another one
-(`--url` of a server started elsewhere; then RSS and CPU are not measured).
+Two clients play the students. By default (`--client protocol`) each student
+is one asyncio task of this process with a `bench/streamlit_client.py`
+client: it speaks Streamlit's websocket protocol as the frontend does (script
+runs with widget states, page changes, the upload handshake, the pictures
+fetched from /media), but draws nothing. The browsers of `--client browser`
+need CPU of their own: a run of 30 chromium contexts on the server's 2 cores
+measured chromium more than the server (p95 time to a first picture of about
+100 s), even at a lower priority. The protocol client costs little (its CPU
+time is reported: a small fraction of a second per student), so the times
+are the server's. Its price: the protocol is Streamlit's private API (the
+protobuf messages, the page routing, the upload handshake), read from the
+release that the lock `requirements.txt` pins; an upgrade of streamlit may
+need `streamlit_client.py` adapted. It also never loads Streamlit's frontend
+files (index.html and its scripts, which a new visitor costs the server too:
+see `--per-session-cpu`) and runs no JavaScript. The browser client remains
+for that: it exercises exactly what a class does, frontend files included,
+at a lower priority (`--browser-nice`, 10 by default: the server wins every
+contention); its full run belongs on a quiet machine, ideally with the
+browsers on another one (`--url` of a server started elsewhere; then RSS and
+CPU are not measured).
 
 The server is warmed up first, as a teacher would by opening the app before
 the class (the app's readiness check: the model loaded, the default page
@@ -30,18 +35,22 @@ tinted differently, with a coloured grid of its own), waits for the
 Activations grid of that photo, opens Grad-CAM, then Filters; half of the
 students keep the default layer, the other half then pick another layer and
 compute its patterns. Reported: p50/p95 time to the first picture of each
-page (from the click to the picture drawn, not stale), the Filters queue as
-the page shows it (waiting messages, cancellations, queue-full offers),
-errors (exceptions, error boxes, timeouts: must be 0), the server's peak RSS
-and CPU time, and that every student was shown its own photo (the Grad-CAM
-page's "Your image" and the sidebar's preview, decoded and compared with all
-the uploads). Only loopback traffic: every other request is refused.
+page (from the click to the picture drawn -- with the protocol client:
+received in the current script run and its file fetched -- not stale), the
+Filters queue as the page shows it (waiting messages, cancellations,
+queue-full offers), errors (exceptions, error boxes, timeouts: must be 0), the
+server's peak RSS and CPU time, the client's CPU time, and that every student
+was shown its own photo (the Grad-CAM page's "Your image" and the sidebar's
+preview, decoded and compared with all the uploads). Only loopback traffic:
+the browsers' other requests are refused, and the protocol client talks only
+to the server.
 
 `--per-session-cpu N` measures instead what one new visitor costs the server
 on a warm, cached view: the server's CPU time (from /proc) over N fresh
-browser contexts opening /grad_cam one after another, split into what
-Streamlit's frontend files cost and the rest; `--proxy` puts nginx with
-tools/nginx/convviz.conf in front (frontend files served by nginx).
+browser contexts (always browsers: the frontend files are part of the cost)
+opening /grad_cam one after another, split into what Streamlit's frontend
+files cost and the rest; `--proxy` puts nginx with tools/nginx/convviz.conf
+in front (frontend files served by nginx).
 """
 
 import argparse
@@ -51,6 +60,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -65,6 +75,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+# Beside this file (a script's folder is on sys.path).
+from streamlit_client import MAIN, SIDEBAR, StreamlitClient, element_text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -324,6 +337,13 @@ async def only_loopback(route):
         await route.abort()
 
 
+def record_message(student, message):
+    """Keeps what the Filters page said about its queue (waiting, cancelled), in the shape it said it."""
+    if message and (QUEUE_WORDS.search(message) or CANCEL_WORDS.search(message)):
+        # Numbers (seconds, positions) vary: keep the message's shape.
+        student.messages.add(re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0])[:160])
+
+
 async def wait_for_picture(page, student, caption_prefix, caption_part, timeout, watch_queue=False):
     """Waits until the picture is drawn; while waiting, records what the page says and answers queue offers."""
     deadline = time.monotonic() + timeout
@@ -335,9 +355,7 @@ async def wait_for_picture(page, student, caption_prefix, caption_part, timeout,
             raise RuntimeError("; ".join(errors))
         if watch_queue:
             for message in await page.evaluate(PAGE_MESSAGES):
-                if QUEUE_WORDS.search(message) or CANCEL_WORDS.search(message):
-                    # Numbers (seconds, positions) vary: keep the message's shape.
-                    student.messages.add(re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0])[:160])
+                record_message(student, message)
             offer = page.locator('[data-testid="stMain"] button').filter(has_text=re.compile(r"wait", re.IGNORECASE))
             if await offer.count() and student.queue_full_offers < 3:
                 student.queue_full_offers += 1
@@ -429,6 +447,135 @@ async def run_student(browser, base_url, student, start_delay, timeouts, started
         await context.close()
 
 
+# ----------------------------------------------------------------------------- students, through Streamlit's protocol
+
+
+def picture_shown(client, image_name, caption_prefix, caption_part):
+    """PICTURE_SHOWN for a protocol client: the current run's main area names the image and shows the picture."""
+    if image_name and not any(f"Image: {image_name}" in text for text in client.texts(MAIN)):
+        return False
+    return any(picture.caption.startswith(caption_prefix) and (not caption_part or caption_part in picture.caption)
+               for picture in client.pictures(MAIN))
+
+
+async def wait_for_picture_protocol(client, student, caption_prefix, caption_part, timeout, watch_queue=False):
+    """`wait_for_picture` for a protocol client: waits for the picture, reading every message the page sends.
+
+    While it waits with `watch_queue`, every progress bar, box and spinner the
+    main area receives is recorded (what PAGE_MESSAGES finds in a browser, but
+    every message rather than what a poll catches), and a button labelled with
+    "wait" is pressed (at most 3 times).
+    """
+
+    def listen(node):
+        if node.path[0] == MAIN and node.kind in ("progress", "alert", "spinner"):
+            record_message(student, element_text(node.element))
+
+    deadline = time.monotonic() + timeout
+    if watch_queue:
+        client.element_listeners.append(listen)
+    try:
+        while True:
+            seen = client.version
+            if picture_shown(client, student.name, caption_prefix, caption_part):
+                return
+            errors = client.errors()
+            if errors:
+                raise RuntimeError("; ".join(errors))
+            if watch_queue and student.queue_full_offers < 3:
+                offers = [node for node in client.nodes(MAIN, "button")
+                          if re.search("wait", node.proto.label, re.IGNORECASE)]
+                if offers:
+                    student.queue_full_offers += 1
+                    await client.click(offers[0])
+                    continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no picture '{caption_prefix}…{caption_part or ''}' after {timeout} s")
+            await client.wait_for_change(seen, remaining)
+    finally:
+        if watch_queue:
+            client.element_listeners.remove(listen)
+
+
+async def picture_bytes_protocol(client, area, caption_prefix):
+    """The picture of the current run whose caption starts with `caption_prefix`, decoded (RGB)."""
+    pictures = [picture for picture in client.pictures(area) if picture.caption.startswith(caption_prefix)]
+    if not pictures:
+        raise RuntimeError(f"no picture '{caption_prefix}' in area {area}")
+    data = await client.picture_bytes(pictures[0].url)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+async def choose_another_layer_protocol(client, steps):
+    """`choose_another_layer` for a protocol client: picks the layer `steps` entries below and presses Compute."""
+    forms = client.forms(MAIN)
+    if not forms:
+        raise RuntimeError("no form on the page")
+    field = client.widget("selectbox", "Layer", MAIN, form_id=forms[0])
+    options = list(field.proto.options)
+    default = client.selected_option(field)
+    # As the arrow keys move in the open list: down, and no further than its end.
+    layer = options[min(options.index(default) + steps, len(options) - 1)]
+    if layer == default:
+        raise RuntimeError(f"could not choose another layer than {default}")
+    buttons = [node for node in client.nodes(MAIN, "button") if node.proto.is_form_submitter
+               and node.proto.form_id == forms[0] and re.search("compute", node.proto.label, re.IGNORECASE)]
+    if not buttons:
+        raise RuntimeError("no Compute button in the form")
+    await client.submit_form(buttons[0], [client.selectbox_value(field, layer)])
+    return layer
+
+
+async def run_student_protocol(base_url, student, start_delay, timeouts, started):
+    """`run_student` through Streamlit's websocket protocol: the same steps, times and checks, nothing drawn."""
+    await asyncio.sleep(start_delay)
+    client = StreamlitClient(base_url)
+    step = "open"
+    try:
+        began = time.monotonic()
+        student.arrived = began - started
+        await client.connect(timeout=timeouts["page"])
+        await client.run()
+        await client.wait_until(lambda: client.pictures(MAIN), timeouts["page"])
+        student.times["open"] = time.monotonic() - began
+
+        step = "activations"
+        began = time.monotonic()
+        uploader = client.widget("file_uploader", "upload a photo", SIDEBAR)
+        await client.upload_file(uploader, student.photo_path, "image/jpeg", timeout=timeouts["page"])
+        await wait_for_picture_protocol(client, student, "All ", None, timeouts["page"])
+        student.times["activations"] = time.monotonic() - began
+
+        step = "grad_cam"
+        began = time.monotonic()
+        await client.open_page("Grad-CAM")
+        await wait_for_picture_protocol(client, student, "Heatmap × ", None, timeouts["page"])
+        student.times["grad_cam"] = time.monotonic() - began
+        student.shown["grad_cam"] = await picture_bytes_protocol(client, MAIN, "Your image")
+        student.shown["preview"] = await picture_bytes_protocol(client, SIDEBAR, "What the model sees")
+
+        step = "filters"
+        began = time.monotonic()
+        await client.open_page("Filters")
+        await wait_for_picture_protocol(client, student, "Filters ", None, timeouts["filters"], watch_queue=True)
+        student.times["filters"] = time.monotonic() - began
+
+        if student.own_layer_steps:
+            step = "filters_own_layer"
+            began = time.monotonic()
+            student.own_layer = await choose_another_layer_protocol(client, student.own_layer_steps)
+            await wait_for_picture_protocol(client, student, "Filters ", f" of {student.own_layer},",
+                                            timeouts["filters"], watch_queue=True)
+            student.times["filters_own_layer"] = time.monotonic() - began
+    except Exception as error:  # noqa: BLE001 -- every failure is a finding to report
+        first_line = str(error).splitlines()[0][:300] if str(error) else ""
+        student.errors.append(f"{step}: {type(error).__name__}: {first_line}")
+    finally:
+        await client.close()
+
+
 def check_own_images(students):
     """Which students were shown a photo that is not the one they uploaded."""
     uploads = [small(student.photo) for student in students]
@@ -453,10 +600,12 @@ def percentile(values, fraction):
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-async def run_class(args, base_url, monitor):
-    from playwright.async_api import async_playwright
+def prepare_class(args, folder):
+    """The students, each with a photo of its own written to `folder`, and when each arrives.
 
-    folder = Path(tempfile.mkdtemp(prefix="convviz-class-"))
+    Returns:
+        (list of `Student`, sorted arrival delays in seconds).
+    """
     students = []
     generator = random.Random(args.seed)
     for index in range(args.students):
@@ -467,7 +616,55 @@ async def run_class(args, base_url, monitor):
         photo = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         students.append(Student(index, path, photo, own_layer_steps=generator.randint(1, 6) if index % 2 else 0))
     arrivals = sorted(generator.uniform(0, args.arrival_seconds) for _ in students)
+    return students, arrivals
+
+
+def client_cpu_seconds():
+    """CPU time of this process and of its children that ended (the browsers, once closed)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+async def run_class(args, base_url, monitor):
+    """Runs the class with the chosen client.
+
+    Returns:
+        (students, wall-clock seconds from the first arrival to the last
+        student done, the client's CPU seconds over that time).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="convviz-class-"))
+    students, arrivals = prepare_class(args, folder)
     timeouts = {"page": args.page_timeout, "filters": args.filters_timeout}
+    if args.client == "browser":
+        import playwright.async_api  # noqa: F401 -- before the clock starts: importing is no student's work
+    run = run_browsers if args.client == "browser" else run_protocol_clients
+    try:
+        cpu_before = client_cpu_seconds()
+        wall = await run(args, base_url, students, arrivals, timeouts)
+        client_cpu = client_cpu_seconds() - cpu_before
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return students, wall, client_cpu
+
+
+async def run_protocol_clients(args, base_url, students, arrivals, timeouts):
+    """Every student an asyncio task with a `StreamlitClient` of its own; returns the wall-clock seconds."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(run_student_protocol(base_url, student, delay, timeouts, started)
+                             for student, delay in zip(students, arrivals))),
+            timeout=args.arrival_seconds + args.total_timeout,
+        )
+    finally:
+        wall = time.monotonic() - started
+    return wall
+
+
+async def run_browsers(args, base_url, students, arrivals, timeouts):
+    """Every student a context of one chromium, driven through Playwright; returns the wall-clock seconds."""
+    from playwright.async_api import async_playwright
 
     if args.browser_nice:
         os.nice(args.browser_nice)  # the browsers (children of this process) yield to the server
@@ -483,12 +680,12 @@ async def run_class(args, base_url, monitor):
         finally:
             wall = time.monotonic() - started
             await browser.close()
-    shutil.rmtree(folder, ignore_errors=True)
-    return students, wall
+    return wall
 
 
-def report_class(args, students, wall, monitor):
-    lines = [f"{len(students)} students arriving within {args.arrival_seconds:.0f} s; all done after {wall:.1f} s"]
+def report_class(args, students, wall, monitor, client_cpu=None):
+    lines = [f"{len(students)} students ({args.client} client) arriving within {args.arrival_seconds:.0f} s; "
+             f"all done after {wall:.1f} s"]
     figures = {}
     for name in PAGES:
         values = [student.times[name] for student in students if name in student.times]
@@ -512,6 +709,9 @@ def report_class(args, students, wall, monitor):
     if monitor is not None:
         lines.append(f"  server: peak RSS {monitor.peak_rss_mb:.0f} MB (at start {monitor.start_rss_mb:.0f} MB), "
                      f"CPU {monitor.cpu_seconds:.1f} s over {wall:.0f} s")
+    if client_cpu is not None:
+        whose = "this process and the browsers" if args.client == "browser" else "this process"
+        lines.append(f"  client: CPU {client_cpu:.1f} s ({whose}), {client_cpu / len(students):.2f} s per student")
     lines.append(f"  own photo shown to every student: {'yes' if not wrong else 'NO'} "
                  f"({sum(len(student.shown) for student in students)} pictures checked)")
     lines.extend(f"    {line}" for line in wrong)
@@ -523,6 +723,7 @@ def report_class(args, students, wall, monitor):
         "queue": {"waited": waited, "cancelled": cancelled, "queue_full_offers": offers, "messages": messages},
         "server_peak_rss_mb": monitor.peak_rss_mb if monitor else None,
         "server_cpu_seconds": monitor.cpu_seconds if monitor else None,
+        "client": args.client, "client_cpu_seconds": client_cpu,
     }
     return "\n".join(lines), result
 
@@ -585,7 +786,11 @@ def parse_arguments(argv=None):
     parser.add_argument("--filters-timeout", type=float, default=900.0, help="seconds a Filters picture may take")
     parser.add_argument("--total-timeout", type=float, default=2400.0, help="seconds after the last arrival")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--browser-nice", type=int, default=10, help="niceness of the browsers (0: none)")
+    parser.add_argument("--client", choices=["protocol", "browser"], default="protocol",
+                        help="protocol: Streamlit's websocket protocol from Python, one asyncio task per student "
+                             "(light); browser: a chromium context per student, through Playwright")
+    parser.add_argument("--browser-nice", type=int, default=10,
+                        help="with --client browser: niceness of the browsers (0: none)")
     parser.add_argument("--cold", action="store_true", help="no warm-up: the first student loads the model")
     parser.add_argument("--url", help="a server started elsewhere (no RSS or CPU figures then)")
     parser.add_argument("--cache-dir", help="CONVVIZ_CACHE_DIR of the server (default: a new, empty one)")
@@ -603,7 +808,7 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     args = parse_arguments(argv)
-    if not os.path.exists(CHROMIUM):
+    if (args.client == "browser" or args.per_session_cpu) and not os.path.exists(CHROMIUM):
         raise SystemExit(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="convviz-bench-") as scratch:
         scratch = Path(scratch)
@@ -611,8 +816,8 @@ def main(argv=None):
         if args.url:
             if args.per_session_cpu:
                 raise SystemExit("--per-session-cpu measures a server this script starts")
-            students, wall = asyncio.run(run_class(args, args.url.rstrip("/"), None))
-            text, result = report_class(args, students, wall, None)
+            students, wall, client_cpu = asyncio.run(run_class(args, args.url.rstrip("/"), None))
+            text, result = report_class(args, students, wall, None, client_cpu)
         else:
             with streamlit_server(scratch / "streamlit.log", cache_dir, extra_arguments=args.streamlit_arg) as (
                 base_url, server):
@@ -635,8 +840,8 @@ def main(argv=None):
                         print(f"warm-up (the app's readiness check): {reason}, {time.monotonic() - began:.1f} s",
                               flush=True)
                     with ServerMonitor(server.pid) as monitor:
-                        students, wall = asyncio.run(run_class(args, base_url, monitor))
-                    text, result = report_class(args, students, wall, monitor)
+                        students, wall, client_cpu = asyncio.run(run_class(args, base_url, monitor))
+                    text, result = report_class(args, students, wall, monitor, client_cpu)
                     if any(student.errors for student in students):
                         log = (scratch / "streamlit.log").read_text(errors="replace")
                         problems = [line for line in log.splitlines() if re.search(r"Error|Exception|Traceback", line)
