@@ -284,12 +284,21 @@ class JobTicket:
 _POOLS = weakref.WeakSet()
 
 
+# How long the interpreter's exit waits for cancelled jobs to reach their next progress report.
+EXIT_WAIT_SECONDS = 10
+
+
 @atexit.register
 def _stop_every_pool():
     # Running jobs stop at their next progress report instead of computing
-    # while the interpreter shuts down around them.
+    # while the interpreter shuts down around them: TensorFlow aborts the
+    # process ("terminate called after throwing an instance of ''") when a
+    # worker is still inside a compiled call then.
+    running = []
     for pool in list(_POOLS):
         pool.shutdown(wait=False, cancel_futures=True)
+        running.extend(pool.running_futures())
+    concurrent.futures.wait(running, timeout=EXIT_WAIT_SECONDS)
 
 
 class JobPool(concurrent.futures.Executor):
@@ -497,6 +506,11 @@ class JobPool(concurrent.futures.Executor):
             self._lock.notify_all()
         if wait:
             concurrent.futures.wait(running)
+
+    def running_futures(self):
+        """The futures of the jobs running now."""
+        with self._lock:
+            return [job.future for job in self._running]
 
     # --- Inside the pool -------------------------------------------------------------
 
