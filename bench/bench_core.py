@@ -18,6 +18,11 @@
     so patterns need not have the classification size): the book's 40
     steps, and the page's default, the matched schedule (calibration
     included), whose objective is compared with the book's at 128.
+(p) Where a step's time goes: the convolutions' arithmetic of one gradient-
+    ascent step of VGG16 up to block3_conv1 (forward, and backward to the
+    input: twice the forward's multiply-adds), counted from the layers'
+    shapes, over its measured time, against this CPU's float32 throughput
+    on one large 3x3 convolution (the most the convolutions can do here).
 (b) Grad-CAM time / one plain compiled forward pass of VGG16 (224x224).
 (c) All-layer activations time / one plain compiled forward pass.
 
@@ -224,6 +229,47 @@ def bench_efficientnet_atlas(quick):
           + objective_ratio(reached(images), reached(book_images)))
 
 
+def convolution_flops(model, layer_name, height, width):
+    """Multiply-adds x 2 of the convolutions up to a layer, one image, forward; the layer itself for one channel."""
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, out_height, out_width, channels = layer.compute_output_shape((1, height, width, layer.input.shape[-1]))
+            kernel_height, kernel_width, inputs, _ = layer.kernel.shape
+            per_channel = out_height * out_width * kernel_height * kernel_width * inputs * 2
+            flops += per_channel * (1 if layer.name == layer_name else channels)
+            height, width = out_height, out_width
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            height, width = height // 2, width // 2
+        if layer.name == layer_name:
+            return flops
+    raise ValueError(layer_name)
+
+
+def bench_step_profile(repeats):
+    base = keras.applications.VGG16(weights=None, include_top=False)
+    model = VisionModel(base, preprocess=keras.applications.vgg16.preprocess_input)
+    batch, steps = 8, 10
+    filters = list(range(batch))
+    optimize_patterns(model, LAYER, filters, size=SIZE, steps=1, precision="float32")
+    images = tf.random.normal((16, 56, 56, 128))
+    kernel = tf.random.normal((3, 3, 128, 128))
+    convolution = tf.function(lambda x: tf.nn.conv2d(x, kernel, 1, "SAME"))
+    convolution(images)
+    step_times, conv_times = [], []
+    for _ in range(repeats):
+        step_times.append(timed(lambda: optimize_patterns(model, LAYER, filters, size=SIZE, steps=steps,
+                                                          precision="float32"))[0] / steps)
+        conv_times.append(timed(lambda: convolution(images).numpy())[0])
+    peak = 16 * 56 * 56 * 9 * 128 * 128 * 2 / statistics.median(conv_times)
+    work = 2 * convolution_flops(base, LAYER, SIZE, SIZE) * batch
+    step = statistics.median(step_times)
+    print(f"(p) one gradient-ascent step, VGG16 up to {LAYER}, {batch} patterns of {SIZE}x{SIZE}, float32")
+    print(f"    this CPU's float32 convolution throughput (one 3x3 conv, 128->128, 16x56x56): {peak / 1e9:6.1f} GFLOP/s")
+    print(f"    a step: {step * 1000:6.1f} ms for {work / 1e9:.2f} GFLOP of convolutions (forward + backward to the input)"
+          f" = {work / step / 1e9:6.1f} GFLOP/s, {work / step / peak:.0%} of that throughput")
+
+
 def bench_forward_ratios(repeats):
     full = keras.applications.VGG16(weights=None)
     model = VisionModel(full, preprocess=keras.applications.vgg16.preprocess_input)
@@ -257,13 +303,15 @@ def bench_forward_ratios(repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="time fewer filters and repeats")
-    parser.add_argument("--only", choices=("atlas", "efficientnet", "forward"), help="run one part")
+    parser.add_argument("--only", choices=("atlas", "efficientnet", "forward", "profile"), help="run one part")
     arguments = parser.parse_args()
     from convviz_core.features.patterns import default_precision
 
     print(f"CPU: {cpu_flags()}; patterns in {default_precision()} (CONVVIZ_PRECISION={os.environ.get('CONVVIZ_PRECISION', '')!r})")
     if arguments.only in (None, "efficientnet"):
         bench_efficientnet_atlas(arguments.quick)
+    if arguments.only in (None, "profile"):
+        bench_step_profile(repeats=3 if arguments.quick else 7)
     if arguments.only in (None, "forward"):
         bench_forward_ratios(repeats=3 if arguments.quick else 9)
     if arguments.only in (None, "atlas"):
