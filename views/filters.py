@@ -66,7 +66,14 @@ with st.form(f"filters_form:{model_key}"):
     )
     shown_steps = params["steps"] if params["steps"] is not None else service.default_steps(params["method"])
     steps = steps_column.number_input(
-        "Steps", min_value=0, max_value=service.PAGE_MAX_STEPS, value=shown_steps, step=8
+        "Steps",
+        min_value=0,
+        max_value=service.PAGE_MAX_STEPS,
+        value=shown_steps,
+        step=8,
+        help=f"The book's gradient ascent takes {service.default_steps('gradient-ascent')} steps; with Fast "
+        f"on, ConvViz takes as few as reach what these steps reach. The clear mode takes "
+        f"{service.default_steps('fourier')} Adam steps.",
     )
     matched = st.checkbox(
         "Fast: momentum, as far as the book's steps go",
