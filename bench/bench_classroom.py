@@ -344,107 +344,87 @@ def record_message(student, message):
         student.messages.add(re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0])[:160])
 
 
-async def wait_for_picture(page, student, caption_prefix, caption_part, timeout, watch_queue=False):
-    """Waits until the picture is drawn; while waiting, records what the page says and answers queue offers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await page.evaluate(PICTURE_SHOWN, [student.name, caption_prefix, caption_part]):
-            return
-        errors = await page.evaluate(PAGE_ERRORS)
-        if errors:
-            raise RuntimeError("; ".join(errors))
-        if watch_queue:
-            for message in await page.evaluate(PAGE_MESSAGES):
-                record_message(student, message)
-            offer = page.locator('[data-testid="stMain"] button').filter(has_text=re.compile(r"wait", re.IGNORECASE))
-            if await offer.count() and student.queue_full_offers < 3:
-                student.queue_full_offers += 1
-                await offer.first.click()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no picture '{caption_prefix}…{caption_part or ''}' after {timeout} s")
-        await asyncio.sleep(0.25)
-
-
-async def picture_bytes(context, page, area, caption_prefix):
-    source = await page.evaluate(PICTURE_SOURCE, [area, caption_prefix])
-    if source is None:
-        raise RuntimeError(f"no picture '{caption_prefix}' in {area}")
-    response = await context.request.get(source)
-    data = await response.body()
+def decode_rgb(data):
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-async def open_page(page, title):
-    await page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+class BrowserStudent:
+    """What a student does, in a context of one chromium (its own cookies, cache and websocket)."""
 
+    AREAS = {"main": "stMain", "sidebar": "stSidebar"}
 
-async def choose_another_layer(page, steps):
-    """Picks the layer `steps` entries below the current one in the Filters form; returns its name."""
-    form = page.locator('[data-testid="stMain"] [data-testid="stForm"]').first
-    field = form.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").first.locator("input")
-    default = await field.input_value()
-    await field.click()
-    for _ in range(steps):
-        await page.keyboard.press("ArrowDown")
-    await page.keyboard.press("Enter")
-    await page.wait_for_timeout(300)
-    layer = await field.input_value()
-    if layer == default:
-        raise RuntimeError(f"could not choose another layer than {default}")
-    await form.get_by_role("button").filter(has_text=re.compile("compute", re.IGNORECASE)).first.click()
-    return layer
+    def __init__(self, browser, base_url, student, timeouts):
+        self.browser, self.base_url, self.student, self.timeouts = browser, base_url, student, timeouts
+        self.context = self.page = None
 
-
-async def run_student(browser, base_url, student, start_delay, timeouts, started):
-    await asyncio.sleep(start_delay)
-    context = await browser.new_context(viewport=VIEWPORT)
-    # Under load a click or an upload may wait for the page: as long as a page may take.
-    context.set_default_timeout(timeouts["page"] * 1000)
-    step = "open"
-    try:
-        await context.route("**/*", only_loopback)
-        page = await context.new_page()
-        began = time.monotonic()
-        student.arrived = began - started
-        await page.goto(base_url, timeout=timeouts["page"] * 1000)
-        await page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.wait_for(
-            timeout=timeouts["page"] * 1000
+    async def open(self):
+        self.context = await self.browser.new_context(viewport=VIEWPORT)
+        # Under load a click or an upload may wait for the page: as long as a page may take.
+        self.context.set_default_timeout(self.timeouts["page"] * 1000)
+        await self.context.route("**/*", only_loopback)
+        self.page = await self.context.new_page()
+        await self.page.goto(self.base_url, timeout=self.timeouts["page"] * 1000)
+        await self.page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.wait_for(
+            timeout=self.timeouts["page"] * 1000
         )
-        student.times["open"] = time.monotonic() - began
 
-        step = "activations"
-        began = time.monotonic()
-        uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="upload a photo")
-        await uploader.locator('input[type="file"]').set_input_files(str(student.photo_path))
-        await wait_for_picture(page, student, "All ", None, timeouts["page"])
-        student.times["activations"] = time.monotonic() - began
+    async def upload_photo(self):
+        uploader = self.page.locator('[data-testid="stFileUploader"]').filter(has_text="upload a photo")
+        await uploader.locator('input[type="file"]').set_input_files(str(self.student.photo_path))
 
-        step = "grad_cam"
-        began = time.monotonic()
-        await open_page(page, "Grad-CAM")
-        await wait_for_picture(page, student, "Heatmap × ", None, timeouts["page"])
-        student.times["grad_cam"] = time.monotonic() - began
-        student.shown["grad_cam"] = await picture_bytes(context, page, "stMain", "Your image")
-        student.shown["preview"] = await picture_bytes(context, page, "stSidebar", "What the model sees")
+    async def open_page(self, title):
+        await self.page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
 
-        step = "filters"
-        began = time.monotonic()
-        await open_page(page, "Filters")
-        await wait_for_picture(page, student, "Filters ", None, timeouts["filters"], watch_queue=True)
-        student.times["filters"] = time.monotonic() - began
+    async def wait_for_picture(self, caption_prefix, caption_part, timeout, watch_queue=False):
+        """Waits until the picture is drawn; while waiting, records what the page says and answers queue offers."""
+        page, student = self.page, self.student
+        deadline = time.monotonic() + timeout
+        while True:
+            if await page.evaluate(PICTURE_SHOWN, [student.name, caption_prefix, caption_part]):
+                return
+            errors = await page.evaluate(PAGE_ERRORS)
+            if errors:
+                raise RuntimeError("; ".join(errors))
+            if watch_queue:
+                for message in await page.evaluate(PAGE_MESSAGES):
+                    record_message(student, message)
+                offer = page.locator('[data-testid="stMain"] button').filter(has_text=re.compile(r"wait", re.IGNORECASE))
+                if await offer.count() and student.queue_full_offers < 3:
+                    student.queue_full_offers += 1
+                    await offer.first.click()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no picture '{caption_prefix}…{caption_part or ''}' after {timeout} s")
+            await asyncio.sleep(0.25)
 
-        if student.own_layer_steps:
-            step = "filters_own_layer"
-            began = time.monotonic()
-            student.own_layer = await choose_another_layer(page, student.own_layer_steps)
-            await wait_for_picture(page, student, "Filters ", f" of {student.own_layer},", timeouts["filters"],
-                                   watch_queue=True)
-            student.times["filters_own_layer"] = time.monotonic() - began
-    except Exception as error:  # noqa: BLE001 -- every failure is a finding to report
-        student.errors.append(f"{step}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
-    finally:
-        await context.close()
+    async def picture(self, area, caption_prefix):
+        """The picture in "main" or "sidebar" whose caption starts with `caption_prefix`, decoded (RGB)."""
+        source = await self.page.evaluate(PICTURE_SOURCE, [self.AREAS[area], caption_prefix])
+        if source is None:
+            raise RuntimeError(f"no picture '{caption_prefix}' in {area}")
+        response = await self.context.request.get(source)
+        return decode_rgb(await response.body())
+
+    async def choose_another_layer(self, steps):
+        """Picks the layer `steps` entries below the current one in the Filters form, computes; returns its name."""
+        page = self.page
+        form = page.locator('[data-testid="stMain"] [data-testid="stForm"]').first
+        field = form.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").first.locator("input")
+        default = await field.input_value()
+        await field.click()
+        for _ in range(steps):
+            await page.keyboard.press("ArrowDown")
+        await page.keyboard.press("Enter")
+        await page.wait_for_timeout(300)
+        layer = await field.input_value()
+        if layer == default:
+            raise RuntimeError(f"could not choose another layer than {default}")
+        await form.get_by_role("button").filter(has_text=re.compile("compute", re.IGNORECASE)).first.click()
+        return layer
+
+    async def close(self):
+        if self.context is not None:
+            await self.context.close()
 
 
 # ----------------------------------------------------------------------------- students, through Streamlit's protocol
@@ -458,122 +438,157 @@ def picture_shown(client, image_name, caption_prefix, caption_part):
                for picture in client.pictures(MAIN))
 
 
-async def wait_for_picture_protocol(client, student, caption_prefix, caption_part, timeout, watch_queue=False):
-    """`wait_for_picture` for a protocol client: waits for the picture, reading every message the page sends.
+class ProtocolStudent:
+    """What a student does, through Streamlit's websocket protocol (`StreamlitClient`): nothing drawn."""
 
-    While it waits with `watch_queue`, every progress bar, box and spinner the
-    main area receives is recorded (what PAGE_MESSAGES finds in a browser, but
-    every message rather than what a poll catches), and a button labelled with
-    "wait" is pressed (at most 3 times).
-    """
+    AREAS = {"main": MAIN, "sidebar": SIDEBAR}
 
-    def listen(node):
-        if node.path[0] == MAIN and node.kind in ("progress", "alert", "spinner"):
-            record_message(student, element_text(node.element))
+    def __init__(self, base_url, student, timeouts):
+        self.client, self.student, self.timeouts = StreamlitClient(base_url), student, timeouts
 
-    deadline = time.monotonic() + timeout
-    if watch_queue:
-        client.element_listeners.append(listen)
-    try:
-        while True:
-            seen = client.version
-            if picture_shown(client, student.name, caption_prefix, caption_part):
-                return
-            errors = client.errors()
-            if errors:
-                raise RuntimeError("; ".join(errors))
-            if watch_queue and student.queue_full_offers < 3:
-                offers = [node for node in client.nodes(MAIN, "button")
-                          if re.search("wait", node.proto.label, re.IGNORECASE)]
-                if offers:
-                    student.queue_full_offers += 1
-                    await client.click(offers[0])
-                    continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no picture '{caption_prefix}…{caption_part or ''}' after {timeout} s")
-            await client.wait_for_change(seen, remaining)
-    finally:
+    async def open(self):
+        await self.client.connect(timeout=self.timeouts["page"])
+        await self.client.run()
+        await self.client.wait_until(lambda: self.client.pictures(MAIN), self.timeouts["page"])
+
+    async def upload_photo(self):
+        uploader = self.client.widget("file_uploader", "upload a photo", SIDEBAR)
+        await self.client.upload_file(uploader, self.student.photo_path, "image/jpeg", timeout=self.timeouts["page"])
+
+    async def open_page(self, title):
+        await self.client.open_page(title)
+
+    async def wait_for_picture(self, caption_prefix, caption_part, timeout, watch_queue=False):
+        """Waits for the picture, reading every message the page sends.
+
+        While it waits with `watch_queue`, every progress bar, box and spinner
+        the main area receives is recorded (what PAGE_MESSAGES finds in a
+        browser, but every message rather than what a poll catches), and a
+        button labelled with "wait" is pressed (at most 3 times).
+        """
+        client, student = self.client, self.student
+
+        def listen(node):
+            if node.path[0] == MAIN and node.kind in ("progress", "alert", "spinner"):
+                record_message(student, element_text(node.element))
+
+        deadline = time.monotonic() + timeout
         if watch_queue:
-            client.element_listeners.remove(listen)
+            client.element_listeners.append(listen)
+        try:
+            while True:
+                seen = client.version
+                if picture_shown(client, student.name, caption_prefix, caption_part):
+                    return
+                errors = client.errors()
+                if errors:
+                    raise RuntimeError("; ".join(errors))
+                if watch_queue and student.queue_full_offers < 3:
+                    offers = [node for node in client.nodes(MAIN, "button")
+                              if re.search("wait", node.proto.label, re.IGNORECASE)]
+                    if offers:
+                        student.queue_full_offers += 1
+                        await client.click(offers[0])
+                        continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no picture '{caption_prefix}…{caption_part or ''}' after {timeout} s")
+                await client.wait_for_change(seen, remaining)
+        finally:
+            if watch_queue:
+                client.element_listeners.remove(listen)
+
+    async def picture(self, area, caption_prefix):
+        """The current run's picture in "main" or "sidebar" whose caption starts with `caption_prefix` (RGB)."""
+        pictures = [picture for picture in self.client.pictures(self.AREAS[area])
+                    if picture.caption.startswith(caption_prefix)]
+        if not pictures:
+            raise RuntimeError(f"no picture '{caption_prefix}' in {area}")
+        return decode_rgb(await self.client.picture_bytes(pictures[0].url))
+
+    async def choose_another_layer(self, steps):
+        """Picks the layer `steps` entries below in the Filters form and presses Compute; returns its name."""
+        client = self.client
+        forms = client.forms(MAIN)
+        if not forms:
+            raise RuntimeError("no form on the page")
+        field = client.widget("selectbox", "Layer", MAIN, form_id=forms[0])
+        options = list(field.proto.options)
+        default = client.selected_option(field)
+        # As the arrow keys move in the open list: down, and no further than its end.
+        layer = options[min(options.index(default) + steps, len(options) - 1)]
+        if layer == default:
+            raise RuntimeError(f"could not choose another layer than {default}")
+        buttons = [node for node in client.nodes(MAIN, "button") if node.proto.is_form_submitter
+                   and node.proto.form_id == forms[0] and re.search("compute", node.proto.label, re.IGNORECASE)]
+        if not buttons:
+            raise RuntimeError("no Compute button in the form")
+        await client.submit_form(buttons[0], [client.selectbox_value(field, layer)])
+        return layer
+
+    async def close(self):
+        await self.client.close()
 
 
-async def picture_bytes_protocol(client, area, caption_prefix):
-    """The picture of the current run whose caption starts with `caption_prefix`, decoded (RGB)."""
-    pictures = [picture for picture in client.pictures(area) if picture.caption.startswith(caption_prefix)]
-    if not pictures:
-        raise RuntimeError(f"no picture '{caption_prefix}' in area {area}")
-    data = await client.picture_bytes(pictures[0].url)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+# ----------------------------------------------------------------------------- what every student does
 
 
-async def choose_another_layer_protocol(client, steps):
-    """`choose_another_layer` for a protocol client: picks the layer `steps` entries below and presses Compute."""
-    forms = client.forms(MAIN)
-    if not forms:
-        raise RuntimeError("no form on the page")
-    field = client.widget("selectbox", "Layer", MAIN, form_id=forms[0])
-    options = list(field.proto.options)
-    default = client.selected_option(field)
-    # As the arrow keys move in the open list: down, and no further than its end.
-    layer = options[min(options.index(default) + steps, len(options) - 1)]
-    if layer == default:
-        raise RuntimeError(f"could not choose another layer than {default}")
-    buttons = [node for node in client.nodes(MAIN, "button") if node.proto.is_form_submitter
-               and node.proto.form_id == forms[0] and re.search("compute", node.proto.label, re.IGNORECASE)]
-    if not buttons:
-        raise RuntimeError("no Compute button in the form")
-    await client.submit_form(buttons[0], [client.selectbox_value(field, layer)])
-    return layer
-
-
-async def run_student_protocol(base_url, student, start_delay, timeouts, started):
-    """`run_student` through Streamlit's websocket protocol: the same steps, times and checks, nothing drawn."""
+async def run_student(driver, student, start_delay, timeouts, started):
+    """One student's visit, through a `BrowserStudent` or a `ProtocolStudent`: times, pictures, errors."""
     await asyncio.sleep(start_delay)
-    client = StreamlitClient(base_url)
     step = "open"
     try:
         began = time.monotonic()
         student.arrived = began - started
-        await client.connect(timeout=timeouts["page"])
-        await client.run()
-        await client.wait_until(lambda: client.pictures(MAIN), timeouts["page"])
+        await driver.open()
         student.times["open"] = time.monotonic() - began
 
         step = "activations"
         began = time.monotonic()
-        uploader = client.widget("file_uploader", "upload a photo", SIDEBAR)
-        await client.upload_file(uploader, student.photo_path, "image/jpeg", timeout=timeouts["page"])
-        await wait_for_picture_protocol(client, student, "All ", None, timeouts["page"])
+        await driver.upload_photo()
+        await driver.wait_for_picture("All ", None, timeouts["page"])
         student.times["activations"] = time.monotonic() - began
 
         step = "grad_cam"
         began = time.monotonic()
-        await client.open_page("Grad-CAM")
-        await wait_for_picture_protocol(client, student, "Heatmap × ", None, timeouts["page"])
+        await driver.open_page("Grad-CAM")
+        await driver.wait_for_picture("Heatmap × ", None, timeouts["page"])
         student.times["grad_cam"] = time.monotonic() - began
-        student.shown["grad_cam"] = await picture_bytes_protocol(client, MAIN, "Your image")
-        student.shown["preview"] = await picture_bytes_protocol(client, SIDEBAR, "What the model sees")
+        student.shown["grad_cam"] = await driver.picture("main", "Your image")
+        student.shown["preview"] = await driver.picture("sidebar", "What the model sees")
 
         step = "filters"
         began = time.monotonic()
-        await client.open_page("Filters")
-        await wait_for_picture_protocol(client, student, "Filters ", None, timeouts["filters"], watch_queue=True)
+        await driver.open_page("Filters")
+        await driver.wait_for_picture("Filters ", None, timeouts["filters"], watch_queue=True)
         student.times["filters"] = time.monotonic() - began
 
         if student.own_layer_steps:
             step = "filters_own_layer"
             began = time.monotonic()
-            student.own_layer = await choose_another_layer_protocol(client, student.own_layer_steps)
-            await wait_for_picture_protocol(client, student, "Filters ", f" of {student.own_layer},",
-                                            timeouts["filters"], watch_queue=True)
+            student.own_layer = await driver.choose_another_layer(student.own_layer_steps)
+            await driver.wait_for_picture("Filters ", f" of {student.own_layer},", timeouts["filters"],
+                                          watch_queue=True)
             student.times["filters_own_layer"] = time.monotonic() - began
     except Exception as error:  # noqa: BLE001 -- every failure is a finding to report
         first_line = str(error).splitlines()[0][:300] if str(error) else ""
         student.errors.append(f"{step}: {type(error).__name__}: {first_line}")
     finally:
-        await client.close()
+        await driver.close()
+
+
+async def run_students(args, students, arrivals, timeouts, make_driver):
+    """Every student's visit at its arrival time; returns the wall-clock seconds until the last is done."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(run_student(make_driver(student), student, delay, timeouts, started)
+                             for student, delay in zip(students, arrivals))),
+            timeout=args.arrival_seconds + args.total_timeout,
+        )
+    finally:
+        wall = time.monotonic() - started
+    return wall
 
 
 def check_own_images(students):
@@ -650,16 +665,8 @@ async def run_class(args, base_url, monitor):
 
 async def run_protocol_clients(args, base_url, students, arrivals, timeouts):
     """Every student an asyncio task with a `StreamlitClient` of its own; returns the wall-clock seconds."""
-    started = time.monotonic()
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(run_student_protocol(base_url, student, delay, timeouts, started)
-                             for student, delay in zip(students, arrivals))),
-            timeout=args.arrival_seconds + args.total_timeout,
-        )
-    finally:
-        wall = time.monotonic() - started
-    return wall
+    return await run_students(args, students, arrivals, timeouts,
+                              lambda student: ProtocolStudent(base_url, student, timeouts))
 
 
 async def run_browsers(args, base_url, students, arrivals, timeouts):
@@ -670,17 +677,11 @@ async def run_browsers(args, base_url, students, arrivals, timeouts):
         os.nice(args.browser_nice)  # the browsers (children of this process) yield to the server
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        started = time.monotonic()
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(run_student(browser, base_url, student, delay, timeouts, started)
-                                 for student, delay in zip(students, arrivals))),
-                timeout=args.arrival_seconds + args.total_timeout,
-            )
+            return await run_students(args, students, arrivals, timeouts,
+                                      lambda student: BrowserStudent(browser, base_url, student, timeouts))
         finally:
-            wall = time.monotonic() - started
             await browser.close()
-    return wall
 
 
 def report_class(args, students, wall, monitor, client_cpu=None):

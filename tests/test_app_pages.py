@@ -222,7 +222,7 @@ def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_la
     grid_caption = image_captions(at)[0]
     assert grid_caption == (
         "Filters 0 to 63 of conv2d_3, in reading order, gradient ascent with momentum each, "
-        "as far as the book's 40 steps go (in about half as many)"
+        "as far as the book's 40 steps go (in fewer)"
     )
     # The large view starts at the filter that responds most to the cat.
     chosen = widget(at.main.select_slider, "Filter").value
@@ -237,7 +237,7 @@ def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_la
     assert_no_exception(at)
     assert image_captions(at)[0] == (
         "Filters 0 to 7 of conv2d_1, in reading order, gradient ascent with momentum each, "
-        "as far as the book's 5 steps go (in about half as many)"
+        "as far as the book's 5 steps go (in fewer)"
     )
     # The book's plain loop, step for step.
     widget(at.main.checkbox, "Fast: momentum, as far as the book's steps go").set_value(False)

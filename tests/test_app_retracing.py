@@ -139,7 +139,7 @@ def test_tracing_stays_once_per_model_and_layer_while_a_user_explores(tmp_path, 
         last = min(first + count, 8) - 1
         assert at.main.image[0].captions[0] == (
             f"Filters {first} to {last} of {layer}, in reading order, gradient ascent with momentum each, "
-            f"as far as the book's {steps} steps go (in about half as many)"
+            f"as far as the book's {steps} steps go (in fewer)"
         )
         # Another filter shown large: one more pattern, at 150 pixels.
         widget(at.main.select_slider, "Filter").set_value(last).run()

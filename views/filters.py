@@ -79,8 +79,8 @@ with st.form(f"filters_form:{model_key}"):
         "Fast: momentum, as far as the book's steps go",
         value=params["schedule"] == "matched",
         help="For the book's gradient ascent. On: Nesterov momentum reaches the objective of the "
-        "book's steps in about half as many (ConvViz measures how many on two filters of the "
-        "layer). Off: the book's plain loop, step for step.",
+        "book's steps in fewer (from a third to nearly all of them, depending on the layer: ConvViz "
+        "measures how many on two filters of the layer). Off: the book's plain loop, step for step.",
     )
     if st.form_submit_button("Compute patterns", type="primary"):
         # Steps left at the old method's default follow the new method's default.

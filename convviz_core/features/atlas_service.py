@@ -46,7 +46,8 @@ class AtlasChoice:
         method: "gradient-ascent" (the book's) or "fourier" (`METHODS`).
         schedule: For gradient ascent, "matched" (the default: Nesterov
             momentum, as few steps as reach the objective of the book's
-            `steps`, about half as many) or "book" (the book's plain loop);
+            `steps`: 12 to 38 of 40, depending on the layer) or "book" (the
+            book's plain loop);
             see `patterns.matched_steps`.
     """
 
@@ -190,7 +191,7 @@ def describe_method(request):
     if request.schedule == "matched":
         return (
             f"gradient ascent with momentum each, as far as the book's {request.steps} steps go "
-            "(in about half as many)"
+            "(in fewer)"
         )
     return f"{request.steps} steps of gradient ascent each"
 

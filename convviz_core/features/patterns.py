@@ -380,7 +380,8 @@ def _ascent_functions(model, layer_name, precision):
 def _ascend_batch(ascend, batch, height, width, seed, steps, step_size, momentum, after_call=None, grain=STEPS_PER_CALL):
     """Runs the ascent of one batch of filters from the book's start images, `grain` steps per compiled call.
 
-    `after_call(images, steps done)` is called after every call.
+    `after_call(images, steps done)` is called after every call; the ascent
+    stops early when it returns True.
 
     Returns:
         (images, mean activations at the last step) as tensors.
@@ -392,15 +393,14 @@ def _ascend_batch(ascend, batch, height, width, seed, steps, step_size, momentum
     step_tensor = tf.constant(float(step_size), tf.float32)
     momentum_tensor = tf.constant(float(momentum), tf.float32)
     done = 0
-    while done < steps or done == 0 and steps == 0:
+    # One call even for 0 steps: it returns the start images.
+    for _ in range(max(1, -(-steps // grain))):
         count = min(grain, steps - done)
         images, velocity, losses = ascend(
             images, velocity, indices, step_tensor, momentum_tensor, tf.constant(count, tf.int32)
         )
         done += count
-        if after_call is not None:
-            after_call(images, done)
-        if count == 0:
+        if after_call is not None and after_call(images, done):
             break
     return images, losses
 
@@ -419,10 +419,10 @@ def matched_steps(
 
     The book's figure needs the objective its loop reaches, not its number of
     steps. Gradient ascent with Nesterov momentum (0.9; the same normalised
-    gradient, the same step size) gets there in about half the steps. How
-    many depends on the layer (measured on EfficientNet-Lite0 with float32:
-    12 for `block3a_expand_conv`, 20 for `block5a_expand_conv`, 24-28 for
-    `top_conv`), so this finds out: both ascents run on
+    gradient, the same step size) gets there in fewer steps. How many depends
+    on the layer (measured with float32 for 40 book steps: 12 for VGG16's
+    `block3_conv1`; on EfficientNet-Lite0 28 for `block2b_expand_conv`, 24
+    for `block5a_expand_conv`, 38 for `top_conv`), so this finds out: both ascents run on
     `calibration_filters` of the layer, and the answer is the first multiple
     of `MATCHED_STEP_GRAIN` at which every calibration filter's mean
     activation is at least `MATCHED_MARGIN` times the book's after `steps`
@@ -452,24 +452,23 @@ def matched_steps(
         target = objective(book_images, indices).numpy()
         # A layer without its activation (a linear convolution) may have a negative objective.
         threshold = target + (MATCHED_MARGIN - 1) * np.abs(target)
-        reached_at = []
         floor = max(MATCHED_STEP_GRAIN, steps // 4)
+        reached_at = steps + 1  # Not reached.
 
         def check(images, done):
+            nonlocal reached_at
             if beat is not None:
                 beat()
-            if not reached_at and done >= floor and np.all(objective(images, indices).numpy() >= threshold):
-                reached_at.append(done)
-                raise _Reached()
+            if done >= floor and np.all(objective(images, indices).numpy() >= threshold):
+                reached_at = done
+                return True
+            return False
 
-        try:
-            _ascend_batch(
-                ascend, filter_indices, height, width, seed, steps, step_size, MATCHED_MOMENTUM, check,
-                grain=MATCHED_STEP_GRAIN,
-            )
-        except _Reached:
-            pass
-        return (reached_at[0], MATCHED_MOMENTUM) if reached_at else (steps, 0.0)
+        _ascend_batch(
+            ascend, filter_indices, height, width, seed, steps, step_size, MATCHED_MOMENTUM, check,
+            grain=MATCHED_STEP_GRAIN,
+        )
+        return (reached_at, MATCHED_MOMENTUM) if reached_at <= steps else (steps, 0.0)
 
     # Not computed under `cached_function`'s lock, which would hold up every
     # other user of the model for seconds.
@@ -497,10 +496,6 @@ def pattern_objective(model, layer_name, images, filter_indices, precision="floa
     """
     _, objective = _ascent_functions(model, layer_name, precision)
     return objective(tf.constant(images, tf.float32), tf.constant(list(filter_indices), tf.int32)).numpy()
-
-
-class _Reached(Exception):
-    """Stops `matched_steps`'s momentum ascent once it has caught up."""
 
 
 def check_schedule(schedule):
