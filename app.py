@@ -3,8 +3,8 @@
     streamlit run app.py
 
 This file is the router: the page configuration, the sidebar every page
-shares (model and image), and the navigation between the five pages in
-`views/`. The views draw; `convviz_core` computes.
+shares (model and image), and the navigation between the pages in
+`pages/`. The views draw; `convviz_core` computes.
 """
 
 import os
@@ -19,18 +19,20 @@ if _HERE not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-# The page files live in `views/`, not `pages/`: Streamlit runs the first
-# script run of a fresh server as an old-style `pages/` app when that folder
-# exists, so a deep link (/grad-cam) as a server's very first request showed
-# a "Page not found" dialog, and AppTest ran pages without this file.
-# `st.navigation` comes first, before the slow imports.
+from convviz_app.router import hand_over_to_app, run_page  # noqa: E402
+
+# A fresh server's first run may come from Streamlit's old `pages/` router
+# (convviz_app/router.py): hand it to `st.navigation` before anything is drawn.
+# `st.navigation` comes first, before the slow imports. Each page file is named
+# after its address, so that both routers agree on the page a link opens.
+hand_over_to_app(rerun=False)
 PAGES = [
-    st.Page("views/activations.py", title="Activations", icon=":material/layers:", url_path="activation-maps", default=True),
-    st.Page("views/filters.py", title="Filters", icon=":material/texture:", url_path="filter-patterns"),
-    st.Page("views/unit.py", title="One unit", icon=":material/center_focus_strong:", url_path="unit"),
-    st.Page("views/grad_cam.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="grad-cam"),
-    st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
-    st.Page("views/model.py", title="Model", icon=":material/account_tree:", url_path="model-summary"),
+    st.Page("pages/activation-maps.py", title="Activations", icon=":material/layers:", url_path="activation-maps", default=True),
+    st.Page("pages/filter-patterns.py", title="Filters", icon=":material/texture:", url_path="filter-patterns"),
+    st.Page("pages/unit.py", title="One unit", icon=":material/center_focus_strong:", url_path="unit"),
+    st.Page("pages/grad-cam.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="grad-cam"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("pages/model-summary.py", title="Model", icon=":material/account_tree:", url_path="model-summary"),
 ]
 navigation = st.navigation(PAGES)
 
@@ -44,4 +46,4 @@ st.set_page_config(
 from convviz_app.sidebar import render_sidebar  # noqa: E402  (imports TensorFlow)
 
 render_sidebar()
-navigation.run()
+run_page(navigation)

@@ -74,7 +74,7 @@ def main():
     print("EfficientNet-Lite0 on the cat (the defaults), AppTest, one process")
     print(f"    first run: import TensorFlow, load the model, Activations  {first_open:6.2f} s")
 
-    at.switch_page("views/grad_cam.py")
+    at.switch_page("pages/grad-cam.py")
     first_cam = timed_run(at)
     verdict = "meets" if first_cam <= GOAL_FIRST_GRAD_CAM else "MISSES"
     print(f"(a) first Grad-CAM page, model loaded              {first_cam:6.2f} s"
@@ -86,7 +86,7 @@ def main():
         GOAL_RERUN,
     )
 
-    at.switch_page("views/activations.py")
+    at.switch_page("pages/activation-maps.py")
     timed_run(at)
     channel_key = f"activations_channel:{MODEL_KEY}:stem_activation"
     report(

@@ -93,7 +93,7 @@ def current_selection():
     selection = st.session_state.get(SELECTION_KEY)
     if selection is None:
         # Only a view run without app.py gets here (a tool or test running
-        # one file of `views/` alone): draw the sidebar now.
+        # one file of `pages/` alone): draw the sidebar now.
         selection = render_sidebar()
     return selection
 

@@ -117,7 +117,7 @@ def test_the_grad_cam_page_computes_its_first_map_once(monkeypatch):
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.session_state["model_choice"] = "small-convnet"
     at.run()
-    at.switch_page("views/grad_cam.py").run()
+    at.switch_page("pages/grad-cam.py").run()
     assert not at.exception and not at.error
     assert len(calls) == 1, calls
     # Another class is a new map; going back to the top class is not.

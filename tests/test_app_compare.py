@@ -52,7 +52,7 @@ def button(at, label):
 
 
 def test_the_grad_cam_page_picks_a_method_and_scores_its_map_against_chance():
-    at = start("views/grad_cam.py")
+    at = start("pages/grad-cam.py")
     picker = at.selectbox(key="gradcam_method")
     assert picker.value == "grad-cam"  # The book's method by default.
     assert picker.options[:2] == ["Grad-CAM", "Grad-CAM++"] and len(picker.options) == 7
@@ -80,7 +80,7 @@ def test_the_grad_cam_page_picks_a_method_and_scores_its_map_against_chance():
 
 
 def test_the_compare_page_scores_every_method_then_score_cam_and_the_sanity_check_on_buttons():
-    at = start("views/compare.py")
+    at = start("pages/compare.py")
     assert at.title[0].value == "Compare explanations"
     assert at.subheader[0].value == "6 methods, one class: 'cross' at conv2d_4"
     titles = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Layer-CAM", "HiResCAM", "Eigen-CAM"]

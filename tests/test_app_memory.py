@@ -42,7 +42,7 @@ def test_photo_after_photo_on_every_page_keeps_no_earlier_photo_alive():
     # A small atlas, so the Filters page computes in a moment.
     at.session_state["filters_params:builtin:small-convnet"] = {"layer": "conv2d_1", "first": 0, "count": 8, "size": 64, "steps": 2}
     at.run()
-    for page in ("views/activations.py", "views/grad_cam.py", "views/filters.py"):
+    for page in ("pages/activation-maps.py", "pages/grad-cam.py", "pages/filter-patterns.py"):
         at.switch_page(page)
         for seed in range(PHOTOS):
             at.file_uploader(key="image_file").set_value((f"photo-{seed}.png", photo(seed), "image/png")).run()

@@ -169,7 +169,7 @@ def test_a_broken_image_shows_an_error_and_the_app_goes_on_with_the_sample():
 
 
 def test_grad_cam_explains_the_top_class_and_any_other():
-    at = start(page="views/grad_cam.py")
+    at = start(page="pages/grad-cam.py")
     assert at.title[0].value == "Grad-CAM: where the model looked"
     table = at.main.dataframe[0].value
     assert len(table) == 5
@@ -199,7 +199,7 @@ def test_grad_cam_explains_the_top_class_and_any_other():
 
 
 def test_grad_cam_of_a_single_sigmoid_model_shows_both_classes():
-    at = start(page="views/grad_cam.py", model="small-convnet")
+    at = start(page="pages/grad-cam.py", model="small-convnet")
     table = at.main.dataframe[0].value
     assert sorted(table["Class"]) == ["cross", "disc"]
     assert sum(table["Probability"]) == pytest.approx(1.0, abs=1e-5)
@@ -216,7 +216,7 @@ def test_grad_cam_of_a_single_sigmoid_model_shows_both_classes():
 
 
 def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_large():
-    at = start(page="views/filters.py", model="small-convnet")
+    at = start(page="pages/filter-patterns.py", model="small-convnet")
     assert at.title[0].value == "Filter patterns"
     assert at.main.success and at.main.success[0].value.startswith("Computed in")
     grid_caption = image_captions(at)[0]
@@ -257,7 +257,7 @@ def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_la
     assert "has 32 filters (0 to 31)" in at.main.error[0].value
 
     # Another session gets the default atlas from the shared cache at once.
-    other = start(page="views/filters.py", model="small-convnet")
+    other = start(page="pages/filter-patterns.py", model="small-convnet")
     assert not other.main.success
     assert "Patterns from the shared cache: computed once, for every session." in main_captions(other)
     assert image_captions(other)[0].startswith("Filters 0 to 63 of conv2d_3")
@@ -267,7 +267,7 @@ def test_filters_compute_the_default_atlas_then_any_other_and_show_one_filter_la
 
 
 def test_the_model_page_is_the_books_summary():
-    at = start(page="views/model.py", model="small-convnet")
+    at = start(page="pages/model-summary.py", model="small-convnet")
     assert at.title[0].value == "The model, layer by layer"
     metrics = {metric.label: metric.value for metric in at.main.metric}
     # The book's "Total params: 3,453,121".
@@ -280,7 +280,7 @@ def test_the_model_page_is_the_books_summary():
 
 
 def test_the_model_page_of_efficientnet():
-    at = start(page="views/model.py")
+    at = start(page="pages/model-summary.py")
     metrics = {metric.label: metric.value for metric in at.main.metric}
     assert metrics["Total parameters"] == "4,694,024"
     table = at.main.dataframe[0].value
@@ -317,17 +317,17 @@ def test_an_uploaded_model_with_class_names_works_on_every_page(tmp_path):
     assert "Model: my model.keras" in main_captions(at)[0]
     assert "All 8 channels of conv" in image_captions(at)[0]
 
-    at.switch_page("views/grad_cam.py").run()
+    at.switch_page("pages/grad-cam.py").run()
     assert_no_exception(at)
     assert sorted(at.main.dataframe[0].value["Class"]) == ["blue", "green", "red"]
     assert any("at conv_b" in caption for caption in main_captions(at))
 
-    at.switch_page("views/model.py").run()
+    at.switch_page("pages/model-summary.py").run()
     assert_no_exception(at)
     assert list(at.main.dataframe[0].value["Layer"])[1:] == ["conv", "pool", "conv_b", "gap", "head"]
     assert {metric.label: metric.value for metric in at.main.metric}["Total parameters"] == f"{tiny_classifier().count_params():,}"
 
-    at.switch_page("views/filters.py").run()
+    at.switch_page("pages/filter-patterns.py").run()
     assert_no_exception(at)
     assert image_captions(at)[0].startswith("Filters 0 to 7 of conv,")
 
@@ -380,11 +380,11 @@ def test_a_model_without_classes_shows_its_layers_and_says_why_there_is_no_grad_
     assert not at.error
     assert "All 4 channels of features" in image_captions(at)[0]
 
-    at.switch_page("views/grad_cam.py").run()
+    at.switch_page("pages/grad-cam.py").run()
     assert_no_exception(at)
     assert "does not output class scores" in at.main.error[0].value
 
-    at.switch_page("views/model.py").run()
+    at.switch_page("pages/model-summary.py").run()
     assert_no_exception(at)
     assert "**Classes:** none" in at.main.markdown[-1].value
 
@@ -394,7 +394,7 @@ def test_a_model_without_spatial_layers_is_refused_with_a_reason(tmp_path):
     at = start()
     upload_model(at, "flat.keras", keras_file(flat, tmp_path))
     assert "no layer with a (height, width, channels) output" in at.sidebar.error[0].value
-    for page in ("views/filters.py", "views/grad_cam.py", "views/model.py"):
+    for page in ("pages/filter-patterns.py", "pages/grad-cam.py", "pages/model-summary.py"):
         at.switch_page(page).run()
         assert_no_exception(at)
         assert at.main.info[0].value.startswith("Choose a model that loads")

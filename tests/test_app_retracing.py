@@ -148,10 +148,10 @@ def test_tracing_stays_once_per_model_and_layer_while_a_user_explores(tmp_path, 
     # First visits (the upload opened Activations at conv_a): every layer once in each view.
     for layer in LAYERS:
         show_activations(layer, 1)
-    at.switch_page("views/grad_cam.py").run()
+    at.switch_page("pages/grad-cam.py").run()
     for layer in LAYERS:
         show_grad_cam(layer, 0)
-    at.switch_page("views/filters.py").run()  # The default atlas: conv_a.
+    at.switch_page("pages/filter-patterns.py").run()  # The default atlas: conv_a.
     assert_clean(at)
     for layer in CONVOLUTIONS[1:]:
         show_patterns(layer, 0, 8, 64, 3)
@@ -167,14 +167,14 @@ def test_tracing_stays_once_per_model_and_layer_while_a_user_explores(tmp_path, 
     sweep = itertools.cycle([LAYERS[3], LAYERS[0], LAYERS[2], LAYERS[1], LAYERS[0]])
     for seed in (1, 2, 3):
         at.file_uploader(key="image_file").set_value((f"photo-{seed}.png", photo(seed), "image/png")).run()
-        at.switch_page("views/activations.py").run()
+        at.switch_page("pages/activation-maps.py").run()
         for channel in range(4):
             show_activations(next(sweep), channel + seed)
-        at.switch_page("views/grad_cam.py").run()
+        at.switch_page("pages/grad-cam.py").run()
         for class_index in range(CLASSES):
             show_grad_cam(next(sweep), class_index)
             show_grad_cam(LAYERS[-1], (class_index + seed) % CLASSES)
-        at.switch_page("views/filters.py").run()
+        at.switch_page("pages/filter-patterns.py").run()
         show_patterns(CONVOLUTIONS[seed % 3], seed, 8, (32, 48, 96)[seed - 1], 2 + seed)
     assert difference(traces(), settled) == {"activations": 0, "grad_cam": 0, "filter_patterns": 0}
     # ... though core computed all of it again: every photo is new to the caches.

@@ -28,7 +28,7 @@ def open_unit(**query):
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     for key, value in query.items():
         at.query_params[key] = value
-    at.switch_page("views/unit.py")
+    at.switch_page("pages/unit.py")
     return at.run()
 
 
@@ -76,7 +76,7 @@ def test_the_filters_page_links_to_the_unit_of_its_large_filter():
     at.session_state["model_choice"] = "small-convnet"
     at.session_state["filters_params:builtin:small-convnet"] = {"layer": "conv2d_1", "first": 0, "count": 8, "size": 32, "steps": 2}
     at.run()
-    at.switch_page("views/filters.py").run()
+    at.switch_page("pages/filter-patterns.py").run()
     assert_clean(at)
     chosen = next(slider for slider in at.select_slider if slider.label == "Filter").value
     links = [element for element in at.main if type(element).__name__ == "PageLink" or getattr(element, "type", "") == "page_link"]

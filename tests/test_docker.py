@@ -107,7 +107,7 @@ def test_dockerignore_keeps_the_app_and_drops_the_rest():
 
     for needed in (
         "app.py",
-        "views/activations.py",
+        "pages/activation-maps.py",
         "convviz_app/sidebar.py",
         "convviz_app/readiness.py",
         "convviz_core/safety/model_check_child.py",
@@ -204,7 +204,7 @@ def test_the_image_command_serves_an_app_that_the_healthcheck_finds_ready(tmp_pa
 def _broken_copy_of_the_app(folder):
     """The app in `folder`, its code shared with the real one, except an app.py that raises."""
     folder.mkdir()
-    for name in ("views", "convviz_app", "convviz_core"):
+    for name in ("pages", "convviz_app", "convviz_core"):
         (folder / name).symlink_to(ROOT / name, target_is_directory=True)
     shutil.copytree(ROOT / ".streamlit", folder / ".streamlit")
     source = (ROOT / "app.py").read_text(encoding="utf-8")

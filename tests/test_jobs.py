@@ -346,7 +346,7 @@ def test_the_filters_page_says_how_many_jobs_are_ahead_and_offers_to_wait_in_lin
             "layer": "conv2d_1", "first": 0, "count": 8, "size": 64, "steps": 2,
         }
         at.run()
-        at.switch_page("views/filters.py").run()
+        at.switch_page("pages/filter-patterns.py").run()
         assert not at.exception
         assert at.main.warning[0].value.startswith("This server is busy: 1 computation is ahead of the 8 patterns of conv2d_1.")
         assert not at.main.image

@@ -309,7 +309,7 @@ def visit(scenario, server, barrier=None):
 
     # Filters: a few patterns; the large view opens on the one the photo
     # excites most, then shows the last.
-    at.switch_page("views/filters.py").run()
+    at.switch_page("pages/filter-patterns.py").run()
     assert_clean(at, f"session {index}: Filters")
     picker = next(widget for widget in at.main.select_slider if widget.label == "Filter")
     shown["Filters: most active"] = picker.value
@@ -318,7 +318,7 @@ def visit(scenario, server, barrier=None):
     remember(shown, "Filters", at, server)
 
     # Grad-CAM: the top class, then the least probable one.
-    at.switch_page("views/grad_cam.py").run()
+    at.switch_page("pages/grad-cam.py").run()
     assert_clean(at, f"session {index}: Grad-CAM")
     table = at.main.dataframe[0].value
     assert sorted(table["Class"]) == sorted(scenario["classes"])  # Its own model's classes.

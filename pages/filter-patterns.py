@@ -11,11 +11,14 @@ import streamlit as st
 
 from convviz_app import cached, figures
 from convviz_app.atlas_view import show_atlas, unit_link
+from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
 from convviz_core.features import atlas_service as service
 from convviz_core.intermediate_activations import channel_map, most_active_channel
 from convviz_core.jobs import JobCancelled, Priority
+
+hand_over_to_app()
 
 selection = current_selection()
 page_intro(
@@ -140,7 +143,7 @@ except (InputError, JobCancelled) as error:
     st.stop()
 
 st.page_link(
-    "views/unit.py",
+    "pages/unit.py",
     label=f"Everything about filter {chosen}: both methods, its diversity set, the photos it likes",
     icon=":material/center_focus_strong:",
     query_params=unit_link(selection, choice.layer, chosen),

@@ -3,8 +3,11 @@
 import streamlit as st
 
 from convviz_app import cached
+from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
+
+hand_over_to_app()
 
 selection = current_selection()
 page_intro(

@@ -4,8 +4,11 @@ import streamlit as st
 
 from convviz_app import cached, figures
 from convviz_app.atlas_view import unit_link
+from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core.intermediate_activations import overview_layers
+
+hand_over_to_app()
 
 selection = current_selection()
 page_intro(
@@ -78,7 +81,7 @@ else:
         key=f"activations_channel:{model_key}:{layer}",
     )
     st.page_link(
-        "views/unit.py",
+        "pages/unit.py",
         label=f"Everything about channel {channel}: the pattern it looks for, the photos it likes",
         icon=":material/center_focus_strong:",
         query_params=unit_link(selection, layer, channel),

@@ -10,11 +10,14 @@ import functools
 import streamlit as st
 
 from convviz_app import cached, comparison, figures
+from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
 from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS
 from convviz_core.jobs import JobCancelled
 from convviz_core.predictions import rank_classes
+
+hand_over_to_app()
 
 TOP = 5
 

@@ -13,6 +13,7 @@ import streamlit as st
 
 from convviz_app import cached, figures
 from convviz_app.atlas_view import show_atlas, unit_link
+from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
 from convviz_core.features import atlas_service as service
@@ -20,6 +21,8 @@ from convviz_core.features.atlas_cache import atlas_request
 from convviz_core.features.patterns import default_pattern_layer
 from convviz_core.intermediate_activations import channel_map
 from convviz_core.jobs import JobCancelled
+
+hand_over_to_app()
 
 DIVERSITY_COUNT = 4
 EXAMPLE_COUNT = 8
