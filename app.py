@@ -19,13 +19,13 @@ if _HERE not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from convviz_app.router import hand_over_to_app, run_page  # noqa: E402
+from convviz_app.router import run_page, take_over_routing  # noqa: E402
 
 # A fresh server's first run may come from Streamlit's old `pages/` router
 # (convviz_app/router.py): hand it to `st.navigation` before anything is drawn.
 # `st.navigation` comes first, before the slow imports. Each page file is named
 # after its address, so that both routers agree on the page a link opens.
-hand_over_to_app(rerun=False)
+take_over_routing()
 PAGES = [
     st.Page("pages/activation-maps.py", title="Activations", icon=":material/layers:", url_path="activation-maps", default=True),
     st.Page("pages/filter-patterns.py", title="Filters", icon=":material/texture:", url_path="filter-patterns"),

@@ -5,47 +5,52 @@ such a folder as an old-style multipage app (each file a page, run without
 `app.py`) until some run has called `st.navigation`, which `app.py` does: so
 on a fresh server the very first request, a deep link such as `/grad-cam` or a
 shared `/unit?model=…`, would run one page file alone, without the page
-configuration or the navigation. Streamlit derives a page's address and its
-identity (the hash of its URL path) from the file name in the old router and
-from `url_path` in `st.navigation`; the page files are named after their
-addresses, so both routers agree on which page a request is for. Whichever
-script the old router starts (`app.py` or a page file), it calls
-`hand_over_to_app()` first: that switches Streamlit to `st.navigation` for
-good and reruns, keeping the page and its query parameters, so `app.py`
-draws the run.
+configuration or the navigation. (`AppTest` even starts every run that way.)
+
+Streamlit derives a page's address and its identity (the hash of its URL
+path) from the file name in the old router and from `url_path` in
+`st.navigation`; the page files are named after their addresses, so both
+routers agree on which page a request is for. Then:
+
+- `app.py` calls `take_over_routing()` first: when the old router started it
+  (as the main page), Streamlit switches to `st.navigation` for good and this
+  very run goes on to route.
+- Each page file calls `hand_over_to_app()` after its imports: when the old
+  router started it alone, it runs `app.py` in its place, in this same run
+  (so a click that started the run is not lost), and `app.py` routes to this
+  same page; then the outer run stops.
 
 `PagesManager.uses_pages_directory` is Streamlit's private switch between the
 two routers; `tests/test_pages_router.py` names it and fails first when a
 Streamlit upgrade changes it.
 """
 
+import runpy
 import threading
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 _RUN = threading.local()
 
 
-def hand_over_to_app(rerun=True):
-    """Switches to `app.py`'s navigation when the old page router started this run.
+def take_over_routing():
+    """Makes `st.navigation` Streamlit's router for good; `app.py` calls it first."""
+    PagesManager.uses_pages_directory = False
 
-    Each page file calls it after its imports: a page that the old router
-    runs alone reruns, and `app.py` then routes to the same page. `app.py`
-    calls it with `rerun=False` before `st.navigation`, which then routes this
-    very run (a rerun here would end the run that Streamlit's script health
-    check waits for before anything was drawn). Cheap when `app.py` is
-    already routing: one attribute read.
 
-    Args:
-        rerun: Whether to rerun when the old router started this run.
+def hand_over_to_app():
+    """Runs `app.py` in place of this page when the old router started the page alone.
+
+    Cheap when `app.py` is routing: one attribute read. A page run outside a
+    Streamlit app with a `pages/` folder (a tool running one file) goes on.
     """
-    if getattr(_RUN, "routed_by_app", False):
+    if getattr(_RUN, "routed_by_app", False) or not PagesManager.uses_pages_directory:
         return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        if rerun:
-            st.rerun()
+    take_over_routing()
+    runpy.run_path(get_script_run_ctx().pages_manager.main_script_path, run_name="__main__")
+    st.stop()
 
 
 def run_page(navigation):
