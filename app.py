@@ -19,6 +19,7 @@ if _HERE not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from convviz_app.address import lesson_mode  # noqa: E402
 from convviz_app.router import run_page, take_over_routing  # noqa: E402
 
 # A fresh server's first run may come from Streamlit's old `pages/` router
@@ -34,13 +35,14 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
     st.Page("pages/model-summary.py", title="Model", icon=":material/account_tree:", url_path="model-summary"),
 ]
-navigation = st.navigation(PAGES)
+# A lesson link keeps the class on its page: no navigation, the sidebar folded.
+navigation = st.navigation(PAGES, position="hidden" if lesson_mode() else "sidebar")
 
 st.set_page_config(
     page_title="ConvViz",
     page_icon=":material/visibility:",
     layout="wide",
-    initial_sidebar_state="expanded",
+    initial_sidebar_state="collapsed" if lesson_mode() else "expanded",
 )
 
 from convviz_app.sidebar import render_sidebar  # noqa: E402  (imports TensorFlow)

@@ -59,4 +59,6 @@ def unit_link(selection, layer, channel):
     parameters = {"layer": layer, "channel": str(int(channel))}
     if selection.is_builtin and selection.model_key:
         parameters["model"] = selection.model_key.removeprefix("builtin:")
+    if selection.image_key.startswith("sample:"):
+        parameters["image"] = selection.image_key.removeprefix("sample:")
     return parameters

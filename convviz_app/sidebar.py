@@ -17,6 +17,7 @@ from convviz_core.models.registry import DEFAULT_MODEL, MODEL_FILE_SUFFIXES, PRE
 from convviz_core.inputs.samples import sample_captions, sample_image, sample_names
 
 from convviz_app import cached
+from convviz_app.address import Address, lesson_mode, one_of, share_panel
 
 SELECTION_KEY = "convviz_selection"
 UPLOAD_CHOICE = "upload"
@@ -39,6 +40,8 @@ MODEL_UPLOAD_KEY = "model_file"
 CLASS_NAMES_UPLOAD_KEY = "class_names_file"
 PRESET_KEY = "model_preset"
 INPUT_SIDE_KEY = "model_input_side"
+CAMERA_ON_KEY = "camera_on"
+CAMERA_PHOTO_KEY = "camera_photo"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -76,13 +79,16 @@ def render_sidebar():
     Returns:
         A `Selection`.
     """
+    address = Address("sidebar")
     with st.sidebar:
-        st.header("Model")
-        model_key, model, model_title, is_builtin = _model_picker()
+        if not lesson_mode():
+            st.header("Model")
+        model_key, model, model_title, is_builtin = _model_picker(address)
         st.header("Image")
-        image_key, image, image_title = _image_picker()
+        image_key, image, image_title = _image_picker(address)
         _preview(model_key, model, image_key, image)
-    selection = Selection(model_key, model, model_title, is_builtin, image_key, image, image_title)
+        selection = Selection(model_key, model, model_title, is_builtin, image_key, image, image_title)
+        share_panel(selection)
     st.session_state[SELECTION_KEY] = selection
     cached.remember_upload(selection)
     return selection
@@ -132,7 +138,7 @@ def page_intro(title, text, selection):
         st.caption(f"Model: {selection.model_title} · Image: {selection.image_title}")
 
 
-def _model_picker():
+def _model_picker(address):
     availability = {entry.model.name: entry for entry in available_models()}
     options = [*availability, UPLOAD_CHOICE]
 
@@ -142,23 +148,27 @@ def _model_picker():
         entry = availability[name]
         return entry.model.title + ("" if entry.usable else " (weights not on this machine)")
 
-    # A shared link (the unit view's) names a built-in model: a session's
-    # first run opens it; later the user's own choice wins.
-    linked = st.query_params.get("model")
-    if MODEL_CHOICE_KEY not in st.session_state and linked in availability:
-        st.session_state[MODEL_CHOICE_KEY] = linked
-    choice = st.selectbox(
-        "Model",
-        options,
-        index=options.index(DEFAULT_MODEL),
-        format_func=label,
-        key=MODEL_CHOICE_KEY,
-        help="The offline models work everywhere; the others need their ImageNet weights.",
-    )
+    # A link names a built-in model; an uploaded model cannot travel in one.
+    address.take_link("model", MODEL_CHOICE_KEY, one_of(availability))
+    if lesson_mode():
+        choice = st.session_state.get(MODEL_CHOICE_KEY, DEFAULT_MODEL)
+    else:
+        choice = st.selectbox(
+            "Model",
+            options,
+            index=options.index(DEFAULT_MODEL),
+            format_func=label,
+            key=MODEL_CHOICE_KEY,
+            help="The offline models work everywhere; the others need their ImageNet weights.",
+        )
     if choice == UPLOAD_CHOICE:
+        if "model" in st.query_params:
+            del st.query_params["model"]
         return _uploaded_model()
+    address.show("model", choice)
     entry = availability[choice]
-    st.caption(entry.model.description)
+    if not lesson_mode():
+        st.caption(entry.model.description)
     if not entry.usable:
         st.warning(f"{entry.model.title} {entry.reason}.")
         # Nothing downloads unless the user asks for it.
@@ -224,7 +234,7 @@ def _uploaded_model():
     return key, model, title, False
 
 
-def _image_picker():
+def _image_picker(address):
     names = sample_names()
     captions = sample_captions()
     st.image(
@@ -232,37 +242,64 @@ def _image_picker():
         width=THUMBNAIL_WIDTH,
         output_format="JPEG",
     )
-    sample = st.radio(
+    sample = address.control(
+        "image",
+        st.radio,
         "Sample photo",
-        names,
+        key=SAMPLE_CHOICE_KEY,
+        parse=one_of(names),
+        initial=DEFAULT_SAMPLE,
+        options=names,
         index=names.index(DEFAULT_SAMPLE),
         format_func=lambda name: SAMPLE_TITLES.get(name, name),
         horizontal=True,
-        key=SAMPLE_CHOICE_KEY,
     )
-    upload = st.file_uploader(
-        "...or upload a photo",
-        type=IMAGE_TYPES,
-        key=IMAGE_UPLOAD_KEY,
-        max_upload_size=MAX_FILE_BYTES // 2**20,
-        help=f"{', '.join(ALLOWED_FORMATS)}; up to 50 MB and 40 megapixels.",
+    camera_on = st.toggle(
+        "Camera",
+        key=CAMERA_ON_KEY,
+        help="Take a photo with this device's camera; the browser asks for permission first.",
     )
-    if upload is not None:
-        data = upload.getvalue()
-        upload_hash = _upload_hash(upload, data)
-        try:
-            pixels, notes = cached.decoded_image(upload_hash, data)
-        except InputError as error:
-            st.error(str(error))
-            st.caption("Showing the sample photo instead.")
+    if camera_on:
+        snapshot = st.camera_input("Take a photo", key=CAMERA_PHOTO_KEY)
+        if snapshot is not None:
+            image = _user_image(snapshot, "your camera photo")
+            if image is not None:
+                st.caption("Using your camera photo; take another, or turn the camera off for the sample photos.")
+                return image
         else:
+            st.caption("Take a photo to see it in every view; until then the sample photo is shown.")
+    upload = None
+    if not lesson_mode():
+        upload = st.file_uploader(
+            "...or upload a photo",
+            type=IMAGE_TYPES,
+            key=IMAGE_UPLOAD_KEY,
+            max_upload_size=MAX_FILE_BYTES // 2**20,
+            help=f"{', '.join(ALLOWED_FORMATS)}; up to 50 MB and 40 megapixels.",
+        )
+    if upload is not None:
+        image = _user_image(upload, display_name(upload.name))
+        if image is not None:
             st.caption("Using your photo; remove it to go back to the sample photos.")
-            for note in notes:
-                st.caption(note)
-            return f"upload:{upload_hash[:24]}", pixels, display_name(upload.name)
-    else:
+            return image
+    elif not camera_on:
         st.caption(captions[sample])
     return f"sample:{sample}", sample_image(sample), f"the sample photo '{SAMPLE_TITLES.get(sample, sample)}'"
+
+
+def _user_image(upload, title):
+    """(key, pixels, title) of a photo the user uploaded or took, or None (with a message) when it cannot be read."""
+    data = upload.getvalue()
+    upload_hash = _upload_hash(upload, data)
+    try:
+        pixels, notes = cached.decoded_image(upload_hash, data)
+    except InputError as error:
+        st.error(str(error))
+        st.caption("Showing the sample photo instead.")
+        return None
+    for note in notes:
+        st.caption(note)
+    return f"upload:{upload_hash[:24]}", pixels, title
 
 
 def _preview(model_key, model, image_key, image):

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from convviz_app import cached, figures
+from convviz_app.address import Address, integer, one_of
 from convviz_app.atlas_view import unit_link
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
@@ -24,18 +25,36 @@ page_intro(
 model = require_model(selection)
 model_key, image_key, image = selection.model_key, selection.image_key, selection.image
 
-overview = st.toggle(
+address = Address("activation-maps", ("overview", "layers", "layer", "channel"))
+overview = address.control(
+    "overview",
+    st.toggle,
     "Overview: several layers, one under another",
     key="activations_overview",
+    parse=one_of([False, True], text=lambda on: str(int(on))),
+    initial=False,
+    text=lambda on: str(int(on)),
+    advanced=True,
     help="The book's figure 5-27. For the book's small convnet the first eight layers are its figure.",
 )
 
+
+def parse_layers(text):
+    """Layer names separated by commas, each a layer of this model."""
+    return [one_of(model.layer_names)(name) for name in text.split(",") if name]
+
+
 if overview:
-    layers = st.multiselect(
+    layers = address.control(
+        "layers",
+        st.multiselect,
         "Layers",
-        model.layer_names,
-        default=overview_layers(model),
         key=f"activations_overview_layers:{model_key}",
+        parse=parse_layers,
+        initial=overview_layers(model),
+        text=",".join,
+        options=model.layer_names,
+        default=overview_layers(model),
     )
     if not layers:
         st.info("Choose at least one layer.")
@@ -49,12 +68,16 @@ if overview:
             width="stretch",
         )
 else:
-    layer = st.select_slider(
+    layer = address.control(
+        "layer",
+        st.select_slider,
         "Layer (from the input to the output)",
-        options=model.layer_names,
-        # The first layer the book would show: a convolution after its ReLU.
-        value=overview_layers(model)[0],
         key=f"activations_layer:{model_key}",
+        parse=one_of(model.layer_names),
+        # The first layer the book would show: a convolution after its ReLU.
+        initial=overview_layers(model)[0],
+        options=model.layer_names,
+        value=overview_layers(model)[0],
     )
     grid = cached.layer_grid(model_key, model, image_key, image, layer)
     shape_column, channels_column, dead_column = st.columns(3)
@@ -73,12 +96,16 @@ else:
     )
 
     st.subheader("One channel, large")
-    channel = st.slider(
+    channel = address.control(
+        "channel",
+        st.slider,
         "Channel",
+        key=f"activations_channel:{model_key}:{layer}",
+        parse=integer(0, grid.channels - 1),
+        initial=0,
         min_value=0,
         max_value=grid.channels - 1,
         value=0,
-        key=f"activations_channel:{model_key}:{layer}",
     )
     st.page_link(
         "pages/unit.py",

@@ -11,6 +11,7 @@ import functools
 import streamlit as st
 
 from convviz_app import cached, comparison, figures
+from convviz_app.address import Address, one_of
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -49,19 +50,29 @@ except InputError as error:
 
 ranked = rank_classes(model, probabilities, 2)
 class_label = functools.partial(figures.class_option_label, model, probabilities)
+address = Address("compare", ("class", "layer", "first", "second", "pair-method"))
 class_column, layer_column = st.columns(2)
-class_index = class_column.selectbox(
+class_index = address.control(
+    "class",
+    class_column.selectbox,
     "Class to explain (type to search)",
-    range(model.class_count),
+    key=f"compare_class:{model_key}:{image_key}",
+    parse=model.class_index_of,
+    initial=ranked[0][0],
+    options=range(model.class_count),
     index=ranked[0][0],
     format_func=class_label,
-    key=f"compare_class:{model_key}:{image_key}",
 )
-layer = layer_column.selectbox(
+layer = address.control(
+    "layer",
+    layer_column.selectbox,
     "Layer",
-    model.layer_names,
-    index=model.layer_names.index(model.default_cam_layer()),
     key=f"compare_layer:{model_key}",
+    parse=one_of(model.layer_names),
+    initial=model.default_cam_layer(),
+    advanced=True,
+    options=model.layer_names,
+    index=model.layer_names.index(model.default_cam_layer()),
 )
 label = model.class_label(class_index)
 seen = cached.model_input(model, image)
@@ -157,16 +168,20 @@ else:
 # --- Two classes ---------------------------------------------------------------------
 st.subheader("Two classes side by side")
 first_column, second_column, method_column = st.columns(3)
-first_class = first_column.selectbox(
-    "First class", range(model.class_count), index=ranked[0][0], format_func=class_label,
-    key=f"compare_first:{model_key}:{image_key}",
+first_class = address.control(
+    "first", first_column.selectbox, "First class", key=f"compare_first:{model_key}:{image_key}",
+    parse=model.class_index_of, initial=ranked[0][0],
+    options=range(model.class_count), index=ranked[0][0], format_func=class_label,
 )
-second_class = second_column.selectbox(
-    "Second class", range(model.class_count), index=ranked[-1][0], format_func=class_label,
-    key=f"compare_second:{model_key}:{image_key}",
+second_class = address.control(
+    "second", second_column.selectbox, "Second class", key=f"compare_second:{model_key}:{image_key}",
+    parse=model.class_index_of, initial=ranked[-1][0],
+    options=range(model.class_count), index=ranked[-1][0], format_func=class_label,
 )
-pair_method = method_column.selectbox(
-    "Method", FAST_METHODS, format_func=comparison.method_title, key="compare_pair_method"
+pair_method = address.control(
+    "pair-method", method_column.selectbox, "Method", key="compare_pair_method",
+    parse=one_of(FAST_METHODS), initial=FAST_METHODS[0], advanced=True,
+    options=FAST_METHODS, format_func=comparison.method_title,
 )
 pair_title = CAM_METHODS[pair_method].title
 st.caption(

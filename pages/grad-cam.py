@@ -10,6 +10,7 @@ import functools
 import streamlit as st
 
 from convviz_app import cached, comparison, figures
+from convviz_app.address import Address, lesson_mode, number, one_of
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -42,6 +43,7 @@ except InputError as error:
     st.stop()
 
 ranked = rank_classes(model, probabilities, TOP)
+address = Address("grad-cam", ("class", "layer", "method", "alpha"))
 table_column, controls_column = st.columns([2, 3])
 with table_column:
     st.markdown(f"**Top {len(ranked)} predictions**")
@@ -65,32 +67,59 @@ with table_column:
         )
 
 with controls_column:
-    class_index = st.selectbox(
+    class_index = address.control(
+        "class",
+        st.selectbox,
         "Class to explain (type to search)",
-        range(model.class_count),
+        key=f"gradcam_class:{model_key}:{image_key}",
+        parse=model.class_index_of,
+        initial=ranked[0][0],
+        options=range(model.class_count),
         index=ranked[0][0],
         # Not a lambda: Streamlit keeps the format_func of every widget a session has
         # shown, and this key changes with each photo, so a lambda (which holds this
         # run's page: photo, overlay, heatmap) would keep every photo of the session.
         format_func=functools.partial(figures.class_option_label, model, probabilities),
-        key=f"gradcam_class:{model_key}:{image_key}",
     )
-    layer = st.selectbox(
+    layer = address.control(
+        "layer",
+        st.selectbox,
         "Layer",
-        model.layer_names,
-        index=model.layer_names.index(default_layer),
         key=f"gradcam_layer:{model_key}",
+        parse=one_of(model.layer_names),
+        initial=default_layer,
+        advanced=True,
+        options=model.layer_names,
+        index=model.layer_names.index(default_layer),
         help="The book uses the last convolution layer: coarse but the most class-specific.",
     )
-    method = st.selectbox(
+    method = address.control(
+        "method",
+        st.selectbox,
         "Method",
-        list(CAM_METHODS),
-        format_func=comparison.method_title,
         key="gradcam_method",
+        parse=one_of(CAM_METHODS),
+        initial="grad-cam",
+        advanced=True,
+        options=list(CAM_METHODS),
+        format_func=comparison.method_title,
         help="Grad-CAM is the book's. The Compare page shows them all side by side, scored.",
     )
-    st.caption(CAM_METHODS[method].description)
-    alpha = st.slider("Overlay strength", min_value=0.0, max_value=1.0, value=0.4, step=0.05, key="gradcam_alpha")
+    if not lesson_mode():
+        st.caption(CAM_METHODS[method].description)
+    alpha = address.control(
+        "alpha",
+        st.slider,
+        "Overlay strength",
+        key="gradcam_alpha",
+        parse=number(0.0, 1.0),
+        initial=0.4,
+        text="{:.2f}".format,
+        min_value=0.0,
+        max_value=1.0,
+        value=0.4,
+        step=0.05,
+    )
 
 title = CAM_METHODS[method].title
 label = model.class_label(class_index)
@@ -146,6 +175,8 @@ st.download_button(
     on_click="ignore",
 )
 
+if lesson_mode():
+    st.stop()
 st.subheader("Can you trust this map?")
 if not st.toggle(
     "Score the map against random maps",

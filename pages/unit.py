@@ -12,7 +12,8 @@ and the patches of the sample photos and of your uploads that excite it most
 import streamlit as st
 
 from convviz_app import cached, figures
-from convviz_app.atlas_view import show_atlas, unit_link
+from convviz_app.address import Address, integer, one_of
+from convviz_app.atlas_view import show_atlas
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -39,27 +40,32 @@ page_intro(
 model = require_model(selection)
 model_key, image_key, image = selection.model_key, selection.image_key, selection.image
 
-query = st.query_params
-layer = query.get("layer")
-if layer not in model.layer_names:
-    layer = default_pattern_layer(model)
-channels = model.layer_info(layer).output_shape[-1]
-try:
-    channel = int(query.get("channel", 0))
-except ValueError:
-    channel = 0
-channel = min(max(channel, 0), channels - 1)
-
+# The address names this unit, so it can be shared; the other pages link here.
+address = Address("unit", ("layer", "channel"))
+default_layer = default_pattern_layer(model)
 layer_column, channel_column = st.columns([3, 1])
-layer = layer_column.selectbox("Layer", model.layer_names, index=model.layer_names.index(layer), key="unit_layer")
-channels = model.layer_info(layer).output_shape[-1]
-channel = channel_column.number_input(
-    "Channel", min_value=0, max_value=channels - 1, value=min(channel, channels - 1), key=f"unit_channel:{layer}"
+layer = address.control(
+    "layer",
+    layer_column.selectbox,
+    "Layer",
+    key="unit_layer",
+    parse=one_of(model.layer_names),
+    initial=default_layer,
+    options=model.layer_names,
+    index=model.layer_names.index(default_layer),
 )
-# The address names this unit, so it can be shared.
-shared = unit_link(selection, layer, channel)
-if {key: query.get(key) for key in shared} != shared:
-    query.from_dict(shared)
+channels = model.layer_info(layer).output_shape[-1]
+channel = address.control(
+    "channel",
+    channel_column.number_input,
+    "Channel",
+    key=f"unit_channel:{layer}",
+    parse=integer(0, channels - 1),
+    initial=0,
+    min_value=0,
+    max_value=channels - 1,
+    value=0,
+)
 
 st.subheader("What it looks for")
 book_column, clear_column = st.columns(2)

@@ -51,7 +51,7 @@ def test_a_shared_link_opens_its_model_layer_and_channel():
     examples = next(image for image in at.image if len(image.captions) > 1 and all(image.captions))
     scores = [float(caption.rsplit(": ", 1)[1]) for caption in examples.captions]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
-    assert dict(at.query_params) == {"model": "small-convnet", "layer": "conv2d_1", "channel": "3"}
+    assert dict(at.query_params) == {"model": "small-convnet", "image": "chelsea", "layer": "conv2d_1", "channel": "3"}
 
 
 def test_a_broken_link_falls_back_to_a_unit_that_exists():
@@ -59,7 +59,12 @@ def test_a_broken_link_falls_back_to_a_unit_that_exists():
     assert_clean(at)
     query = dict(at.query_params)
     assert query["layer"] == "conv2d_3"  # The Filters page's default layer.
-    assert query["channel"] == "127"  # conv2d_3 has 128 channels: clamped to the last.
+    assert query["channel"] == "0"
+    # The page says which of the link's values it left out.
+    assert [warning.value for warning in at.warning] == [
+        "This link's layer=no_such_layer, channel=99999 does not fit this model or view, so the page "
+        "shows its default instead. Ask for a new link."
+    ]
 
 
 def test_the_sessions_own_upload_is_among_the_photos_searched():

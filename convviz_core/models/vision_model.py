@@ -206,6 +206,28 @@ class VisionModel:
             return self.class_names[class_index]
         return f"class {class_index}"
 
+    def class_index_of(self, text):
+        """The class a text names: its index ("282") or its name ("tiger_cat", "Tiger cat").
+
+        Names match without regard to case, spaces or underscores.
+
+        Raises:
+            ValueError: No class of this model has that index or name.
+        """
+        text = str(text).strip()
+        if self.class_count is None:
+            raise ValueError(f"The model '{self.name}' has no classes. Received: {text!r}")
+        if text.isdigit():
+            index = int(text)
+            if index < self.class_count:
+                return index
+            raise ValueError(f"The model '{self.name}' has classes 0 to {self.class_count - 1}. Received: {text!r}")
+        wanted = _class_name_key(text)
+        for index in range(self.class_count):
+            if _class_name_key(self.class_label(index)) == wanted:
+                return index
+        raise ValueError(f"The model '{self.name}' has no class named {text!r}.")
+
     def preprocess(self, images):
         """Maps a batch of RGB pixels at the input size to the model's input.
 
@@ -359,3 +381,7 @@ class VisionModel:
 
     def __repr__(self):
         return f"VisionModel(name={self.name!r}, input_size={self.input_size})"
+
+
+def _class_name_key(name):
+    return " ".join(name.replace("_", " ").lower().split())
