@@ -19,7 +19,7 @@ if _HERE not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from convviz_app.address import lesson_mode  # noqa: E402
+from convviz_app.address import begin_run, lesson_mode  # noqa: E402
 from convviz_app.router import run_page, take_over_routing  # noqa: E402
 
 # A fresh server's first run may come from Streamlit's old `pages/` router
@@ -47,5 +47,6 @@ st.set_page_config(
 
 from convviz_app.sidebar import render_sidebar  # noqa: E402  (imports TensorFlow)
 
+begin_run()
 render_sidebar()
 run_page(navigation)

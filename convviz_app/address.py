@@ -31,9 +31,16 @@ def lesson_mode():
 
 
 def _state():
-    # What this session last wrote for each (page, parameter), and the link
-    # values that did not fit.
-    return st.session_state.setdefault(_STATE_KEY, {"written": {}, "refused": {}})
+    # What this session last wrote for each (page, parameter), and this run's
+    # link values that did not fit, with the place to name them.
+    return st.session_state.setdefault(_STATE_KEY, {"written": {}, "refused": {}, "notice": None})
+
+
+def begin_run():
+    """Keeps a place at the top of the page to name a link's values that do not fit; `app.py` calls it first."""
+    state = _state()
+    state["refused"] = {}
+    state["notice"] = st.empty()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +87,8 @@ class Address:
             value = parse(text)
         except (ValueError, KeyError):
             _state()["refused"][(self.page, param)] = text
+            _show_refused_values()
             return
-        _state()["refused"].pop((self.page, param), None)
         st.session_state[key] = value
 
     def show(self, param, value, text=str):
@@ -158,25 +165,14 @@ def number(low, high):
     return parse
 
 
-def refused_values():
-    """The link's values that this view could not show, as "name=value" texts."""
-    return [f"{param}={text}" for (_, param), text in _state()["refused"].items()]
-
-
-def show_refused_values(place=st):
-    """Says which of a link's values were left out, once per link.
-
-    Args:
-        place: Where to say it: `st`, or a placeholder (`st.empty()`) that
-            `app.py` keeps at the top of the page until the page has run.
-    """
-    refused = refused_values()
-    if refused:
-        place.warning(
-            f"This link's {', '.join(refused)} does not fit this model or view, so the page shows "
-            "its default instead. Ask for a new link."
-        )
-        _state()["refused"].clear()
+def _show_refused_values():
+    # Named as soon as they are refused: a page may stop (`st.stop`) before its end.
+    refused = [f"{param}={text}" for (_, param), text in _state()["refused"].items()]
+    place = _state()["notice"] or st
+    place.warning(
+        f"This link's {', '.join(refused)} does not fit this model or view, so the page shows "
+        "its default instead. Ask for a new link."
+    )
 
 
 def share_link(base_url, lesson=False):

@@ -54,17 +54,9 @@ def hand_over_to_app():
 
 
 def run_page(navigation):
-    """Runs the page `st.navigation` chose, marking the run as routed by `app.py`.
-
-    A link's values that the page could not show are named at its top, once
-    the page has read them (`address.show_refused_values`).
-    """
-    from convviz_app.address import show_refused_values
-
-    notice = st.empty()
+    """Runs the page `st.navigation` chose, marking the run as routed by `app.py`."""
     _RUN.routed_by_app = True
     try:
         navigation.run()
     finally:
         _RUN.routed_by_app = False
-        show_refused_values(notice)
