@@ -28,6 +28,7 @@ from convviz_app.router import run_page, take_over_routing  # noqa: E402
 # after its address, so that both routers agree on the page a link opens.
 take_over_routing()
 PAGES = [
+    st.Page("pages/lesson.py", title="Lesson", icon=":material/school:", url_path="lesson"),
     st.Page("pages/activation-maps.py", title="Activations", icon=":material/layers:", url_path="activation-maps", default=True),
     st.Page("pages/filter-patterns.py", title="Filters", icon=":material/texture:", url_path="filter-patterns"),
     st.Page("pages/unit.py", title="One unit", icon=":material/center_focus_strong:", url_path="unit"),
