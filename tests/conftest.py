@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # A server computes its default atlases in the background when it starts
 # (`convviz_app.cached.warm_up_default_atlases`); in tests that would trace
 # graphs and take the CPU while tests count traces and time. Tests that want
@@ -28,3 +30,15 @@ def _switch_page_as_a_browser_does():
 
 
 _switch_page_as_a_browser_does()
+
+
+@pytest.fixture(scope="module")
+def private_cache_dir(tmp_path_factory):
+    """A module's own CONVVIZ_CACHE_DIR, so its atlases are computed, not found."""
+    previous = os.environ.get("CONVVIZ_CACHE_DIR")
+    os.environ["CONVVIZ_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["CONVVIZ_CACHE_DIR"]
+    if previous is None:
+        os.environ.pop("CONVVIZ_CACHE_DIR")
+    else:
+        os.environ["CONVVIZ_CACHE_DIR"] = previous

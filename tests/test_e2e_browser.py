@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -196,6 +197,43 @@ def test_a_deep_link_as_the_first_request_opens_its_page(tmp_path):
             links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
             assert [link.split()[-1] for link in links] == ["Activations", "Filters", "unit", "Grad-CAM", "Compare", "Model"]
             assert page.locator('[data-testid="stException"]').count() == 0
+
+
+SHARED_LESSON_LINK = {
+    "model": "small-convnet", "image": "coffee", "class": "0", "layer": "conv2d_3", "method": "layer-cam",
+    "alpha": "0.70", "lesson": "1",
+}
+
+
+def test_a_shared_lesson_link_as_the_first_request_opens_exactly_its_view(tmp_path):
+    query = urllib.parse.urlencode(SHARED_LESSON_LINK)
+    with streamlit_server(tmp_path / "streamlit.log") as base_url, playwright_api.sync_playwright() as playwright:
+        with chromium_page(playwright) as page:
+            page.add_init_script(WATCH_FOR_PAGE_NOT_FOUND)
+            page.goto(f"{base_url}/grad-cam?{query}", timeout=PAGE_SECONDS * 1000)
+            page.get_by_text("Heatmap × 0.70 + image").wait_for(timeout=PAGE_SECONDS * 1000)
+            wait_for_app_idle(page)
+            assert not page.evaluate("window.__convvizPageNotFound")
+            main = page.locator('[data-testid="stMain"]')
+            assert main.get_by_text("Layer-CAM of 'disc' at conv2d_3").is_visible()
+            assert main.get_by_text("Image: the sample photo 'Coffee'").is_visible()
+            # The address is still the link, and the lesson hides the navigation and the advanced controls.
+            address = urllib.parse.urlsplit(page.url)
+            assert address.path == "/grad-cam"
+            assert dict(urllib.parse.parse_qsl(address.query)) == SHARED_LESSON_LINK
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+            assert main.get_by_text("Overlay strength").is_visible()
+            assert main.get_by_text("Method", exact=True).count() == 0
+            assert page.locator('[data-testid="stException"]').count() == 0
+
+            # The share panel gives the same link back, for the projector.
+            page.locator('[data-testid="stSidebarCollapsedControl"] button, [data-testid="stExpandSidebarButton"]').first.click()
+            page.get_by_role("button", name="Share this view").click()
+            shared = page.locator('[data-testid="stCode"] code').first
+            shared.wait_for(timeout=PAGE_SECONDS * 1000)
+            link = urllib.parse.urlsplit(shared.inner_text().strip())
+            assert (link.path, dict(urllib.parse.parse_qsl(link.query))) == ("/grad-cam", SHARED_LESSON_LINK)
+            screenshot_whole_page(page, Path(os.environ.get("CONVVIZ_SCREENSHOT_DIR", tmp_path)) / "e2e-shared-lesson-link.png")
 
 
 def test_a_fresh_servers_default_filters_grid_is_ready_for_the_first_visitor(tmp_path):

@@ -14,17 +14,7 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 600
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    import os
-
-    previous = os.environ.get("CONVVIZ_CACHE_DIR")
-    os.environ["CONVVIZ_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if previous is None:
-        os.environ.pop("CONVVIZ_CACHE_DIR")
-    else:
-        os.environ["CONVVIZ_CACHE_DIR"] = previous
+pytestmark = pytest.mark.usefixtures("private_cache_dir")
 
 
 def test_the_lessons_layers_of_the_small_convnet_follow_the_book():
