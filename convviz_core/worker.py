@@ -221,6 +221,15 @@ def _beat(connection, name, stop):
             return
 
 
+def is_healthy(connection, host_name):
+    """Whether a worker whose name starts with `host_name` has reported in within `WORKER_TTL` seconds."""
+    try:
+        names = connection.zrangebyscore(WORKERS_KEY, time.time() - job_queue.WORKER_TTL, "+inf")
+    except redis.exceptions.RedisError:
+        return False
+    return any(_text(name).startswith(f"{host_name}-") for name in names)
+
+
 def _wait_for_redis(connection, most_seconds=30.0):
     """Pings Redis until it answers, waiting longer each time (up to `most_seconds` between pings)."""
     wait = 0.5
@@ -243,9 +252,13 @@ def main(argv=None):
     parser.add_argument("--no-preload", action="store_true",
                         help="load the built-in models at their first job, not at start")
     parser.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    parser.add_argument("--health", action="store_true",
+                        help="exit 0 if a worker of this machine (host name) has reported in recently, else 1")
     args = parser.parse_args(argv)
     if not args.url:
         parser.error("give --url or set CONVVIZ_QUEUE_URL (redis://host:6379/0)")
+    if args.health:
+        return 0 if is_healthy(job_queue.connect(args.url), socket.gethostname()) else 1
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if not args.no_preload:
         from convviz_core.models.registry import BUILTIN_MODELS

@@ -215,10 +215,13 @@ def static_dir():
 def nginx_config(folder, listen_port, replica_ports, config_file=NGINX_CONF):
     """deploy/nginx/convviz.conf with these replicas, inside a minimal nginx.conf of `folder`; returns its path."""
     server_block = Path(config_file).read_text(encoding="utf-8")
-    server_block = server_block.replace("STREAMLIT_STATIC_DIR", str(static_dir()))
-    servers = "".join(f"    server 127.0.0.1:{port};\n" for port in replica_ports)
-    server_block = re.sub(r"(upstream convviz_streamlit \{\n)(?:    server [^\n]*\n)+", lambda m: m.group(1) + servers,
-                          server_block)
+    server_block = server_block.replace("/srv/streamlit-static", str(static_dir()))
+    servers = "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in replica_ports)
+    # The replicas take the place of the file's `server` lines, in its upstream block.
+    upstream = re.search(r"upstream convviz_streamlit \{.*?\n\}", server_block, re.DOTALL).group(0)
+    lines = [line for line in upstream.splitlines(keepends=True) if not line.strip().startswith("server ")]
+    lines.insert(-1, servers)
+    server_block = server_block.replace(upstream, "".join(lines))
     server_block = re.sub(r"listen 80;", f"listen 127.0.0.1:{listen_port};", server_block)
     mime_types = Path("/etc/nginx/mime.types")
     folder = Path(folder)
