@@ -234,7 +234,9 @@ error_log {folder}/error.log;
 events {{ worker_connections 2048; }}
 http {{
     {"include " + str(mime_types) + ";" if mime_types.exists() else ""}
-    access_log {folder}/access.log;
+    # Which replica served each request, and for which route cookie (stickiness is checked from this).
+    log_format convviz_route '$request_uri $status upstream=$upstream_addr route=$cookie_convviz_route';
+    access_log {folder}/access.log convviz_route;
     client_body_temp_path {folder}/body;
     proxy_temp_path {folder}/proxy;
     fastcgi_temp_path {folder}/fastcgi;
@@ -246,6 +248,20 @@ http {{
         encoding="utf-8",
     )
     return config
+
+
+def upstreams_by_route(folder):
+    """{route cookie: set of replica addresses} from the access log of `nginx_config` (requests with a cookie)."""
+    routes = {}
+    path = Path(folder) / "access.log"
+    if not path.exists():
+        return routes
+    for line in path.read_text(errors="replace").splitlines():
+        found = re.search(r"upstream=(\S+) route=(\S*)$", line)
+        if found and found.group(2) and found.group(1) != "-":
+            # A failed try and the next server read "a:1, b:2": the last one answered.
+            routes.setdefault(found.group(2), set()).add(found.group(1).split(",")[-1].strip())
+    return routes
 
 
 def nginx_command(folder, config):
