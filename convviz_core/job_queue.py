@@ -412,7 +412,11 @@ class QueuePool:
         """Moves a queued job to a more urgent queue when a more urgent waiter joins it."""
         record = self.connection.hmget(job_key(job_id), "state", "priority", "ticket", "time_limit")
         state, current, ticket, limit = (_text(value) for value in record)
-        if state != "queued" or not current or Priority(int(current)) <= priority:
+        if state not in ("queued", "running") or not current or Priority(int(current)) <= priority:
+            return
+        if state == "running":
+            # The worker reads it at its next check: a warm-up someone now waits for no longer yields.
+            self.connection.hset(job_key(job_id), "priority", int(priority))
             return
         rq.Queue(QUEUE_NAMES[Priority(int(current))], connection=self.connection).remove(ticket)
         enqueue(self.connection, job_id, priority, float(limit) if limit else None)

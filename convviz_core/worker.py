@@ -118,7 +118,10 @@ class WorkerProgress:
         if now - self._last_check < CANCEL_CHECK_SECONDS:
             return
         self._last_check = now
-        reason = _text(self._connection.hget(job_key(self._job_id), "cancel"))
+        reason, priority = (_text(value) for value in self._connection.hmget(job_key(self._job_id), "cancel",
+                                                                             "priority"))
+        if priority:
+            self._priority = Priority(int(priority))
         if not reason and now - self._last_session_check >= SESSION_CHECK_SECONDS:
             self._last_session_check = now
             if not self._someone_is_there():
