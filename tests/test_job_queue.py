@@ -127,7 +127,7 @@ def test_a_newer_request_cancels_the_sessions_job_unless_another_session_waits(q
     pool = pools()
     older = pool.submit_job("older", gate("older"), session_id="alice")
     wait_started(connection, "older")
-    newer = pool.submit_job("newer", gate("newer"), session_id="alice")
+    pool.submit_job("newer", gate("newer"), session_id="alice")
     with pytest.raises(JobCancelled, match="nobody waits"):
         older.result(TIMEOUT)
     topology.wait_until(lambda: connection.get("test:stopped:older") == b"JobCancelled", None, "stop", TIMEOUT)
@@ -153,7 +153,7 @@ def test_a_full_queue_says_how_many_are_ahead_and_lets_one_wait_in_line(queue, p
     _, connection, start_worker = queue
     start_worker()
     pool = pools(max_queued=1)
-    blocker = pool.submit_job("blocker", gate("blocker"))
+    pool.submit_job("blocker", gate("blocker"))
     wait_started(connection, "blocker")
     queued = pool.submit_job("queued", gate("queued"), session_id="bob")
     with pytest.raises(QueueFull, match="2 computations are ahead of the atlas of conv1") as full:

@@ -213,9 +213,12 @@ def static_dir():
 
 
 def nginx_config(folder, listen_port, replica_ports, config_file=NGINX_CONF):
-    """deploy/nginx/convviz.conf with these replicas, inside a minimal nginx.conf of `folder`; returns its path."""
+    """An nginx server file (deploy/nginx/convviz.conf, or tools/nginx/convviz.conf for one server) with these
+    replicas, inside a minimal nginx.conf of `folder`; returns its path."""
     server_block = Path(config_file).read_text(encoding="utf-8")
-    server_block = server_block.replace("/srv/streamlit-static", str(static_dir()))
+    # The frontend folder: the deploy file's volume, or tools/nginx/convviz.conf's placeholder.
+    for placeholder in ("/srv/streamlit-static", "STREAMLIT_STATIC_DIR"):
+        server_block = server_block.replace(placeholder, str(static_dir()))
     servers = "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in replica_ports)
     # The replicas take the place of the file's `server` lines, in its upstream block.
     upstream = re.search(r"upstream convviz_streamlit \{.*?\n\}", server_block, re.DOTALL).group(0)
