@@ -815,7 +815,7 @@ def measure_per_session_cpu(args, base_url, server):
 class FaultInjector:
     """Strikes once while the class runs (`--fault`), and reports what became of it.
 
-    - "worker": as soon as a worker runs an atlas, it is killed (SIGKILL) and
+    - "worker": as soon as a worker runs a student's atlas, it is killed (SIGKILL) and
       a new worker is started (what Compose's restart policy does); the job
       must end on the new worker, or fail with a message, within its time limit.
     - "replica": `--fault-at` seconds into the class, the last replica is killed
@@ -876,7 +876,8 @@ class FaultInjector:
         while True:
             for key in connection.keys(job_queue.job_key("*")):
                 record = connection.hgetall(key)
-                if record.get(b"state") == b"running" and record.get(b"worker"):
+                # A student's atlas (not a warm-up nobody waits for yet).
+                if record.get(b"state") == b"running" and record.get(b"worker") and record.get(b"priority") != b"2":
                     return key.decode().rsplit(":", 1)[1], record
             time.sleep(0.1)
 
