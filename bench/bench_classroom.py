@@ -988,6 +988,9 @@ def run_topology_class(args, folder):
         result["reloaded"] = [student.reloaded for student in students if student.reloaded]
         result["load_average"] = os.getloadavg()
         if any(student.errors for student in students):
+            nginx_errors = (folder / "error.log").read_text(errors="replace").splitlines() \
+                if (folder / "error.log").exists() else []
+            text += "\n  nginx error log (last 10):\n    " + "\n    ".join(nginx_errors[-10:])
             for process in started.processes():
                 problems = [line for line in process.log().splitlines()
                             if re.search(r"Error|Exception|Traceback", line) and "cuInit" not in line]

@@ -219,7 +219,7 @@ def nginx_config(folder, listen_port, replica_ports, config_file=NGINX_CONF):
     # The frontend folder: the deploy file's volume, or tools/nginx/convviz.conf's placeholder.
     for placeholder in ("/srv/streamlit-static", "STREAMLIT_STATIC_DIR"):
         server_block = server_block.replace(placeholder, str(static_dir()))
-    servers = "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in replica_ports)
+    servers = "".join(f"    server 127.0.0.1:{port} max_fails=0;\n" for port in replica_ports)
     # The replicas take the place of the file's `server` lines, in its upstream block.
     upstream = re.search(r"upstream convviz_streamlit \{.*?\n\}", server_block, re.DOTALL).group(0)
     lines = [line for line in upstream.splitlines(keepends=True) if not line.strip().startswith("server ")]
