@@ -41,9 +41,9 @@ across every replica and worker:
   stops refreshing the job's heartbeat key; a replica that waits for the job
   notices within `JOB_HEARTBEAT_TTL` seconds and queues it again at the
   front, once (`MAX_ATTEMPTS`); after that the waiters get `WorkerLost`
-  (a `JobCancelled`, which every page shows). No job waits forever: a queued
-  job with no worker alive for `NO_WORKER_SECONDS` fails with
-  `QueueUnavailable`, and so does every job when Redis cannot be reached.
+  (a `JobCancelled`, which every page shows). No job waits forever: queued
+  jobs fail with `QueueUnavailable` once no worker has been alive for
+  `NO_WORKER_SECONDS`, and so does every job when Redis cannot be reached.
   Pages that need no queue (activations, Grad-CAM) never touch Redis.
 
 This module imports neither Streamlit nor TensorFlow.
@@ -98,8 +98,9 @@ JOB_HEARTBEAT_TTL = 5
 WORKER_TTL = 10
 # How many times a job is started in all when its workers die under it.
 MAX_ATTEMPTS = 2
-# A queued job fails when no worker has been alive for this long.
-NO_WORKER_SECONDS = 30
+# A queued job fails when no worker has been alive for this long (a worker
+# that is started again loads TensorFlow and the models first: 20-60 s).
+NO_WORKER_SECONDS = 90
 # RQ's own (hard) timeout is the job's time limit plus this.
 HARD_LIMIT_GRACE_SECONDS = 30
 # Finished jobs' records are kept this long (for late readers), then expire.
@@ -275,6 +276,7 @@ class QueuePool:
         self._shut_down = False
         self._last_replica_beat = 0.0
         self._last_session_check = 0.0
+        self._no_worker_since = None  # When this replica last saw no worker alive (None: it saw one).
 
     # --- Submitting -----------------------------------------------------------------
 
@@ -508,6 +510,10 @@ class QueuePool:
                 pipeline.exists(heartbeat_key(job.job_id))
             answers = pipeline.execute()
             workers = live_workers(self.connection) if any(job.state == "queued" for job in jobs) else None
+            if workers == 0:
+                self._no_worker_since = self._no_worker_since or now
+            elif workers is not None:
+                self._no_worker_since = None
             for index, job in enumerate(jobs):
                 self._update(job, answers[2 * index], bool(answers[2 * index + 1]), workers)
         except redis.exceptions.RedisError as error:
@@ -545,9 +551,9 @@ class QueuePool:
         if state == "queued":
             job.state = "queued"
             job.jobs_ahead = self._jobs_ahead(record)
-            if workers == 0 and time.time() - _number(record, "queued_at", time.time()) > NO_WORKER_SECONDS:
+            if workers == 0 and time.time() - (self._no_worker_since or time.time()) > NO_WORKER_SECONDS:
                 fail_job(self.connection, job.job_id, QueueUnavailable(
-                    f"No worker has taken {job.description} for {NO_WORKER_SECONDS} s: none is running. "
+                    f"No worker has been running for {NO_WORKER_SECONDS} s to take {job.description}. "
                     "Ask the server's administrator to start `python -m convviz_core.worker`."))
         elif state == "running":
             job.state = "running"

@@ -219,7 +219,7 @@ def test_a_killed_worker_s_job_runs_again_on_another_then_fails_clearly(queue, p
 def test_with_no_worker_a_queued_job_fails_instead_of_waiting_forever(queue, pools, monkeypatch):
     monkeypatch.setattr(job_queue, "NO_WORKER_SECONDS", 1)
     ticket = pools().submit_job("lonely", gate("lonely"), session_id="alice")
-    with pytest.raises(QueueUnavailable, match="none is running.*python -m convviz_core.worker"):
+    with pytest.raises(QueueUnavailable, match="No worker has been running for 1 s to take .*python -m convviz_core.worker"):
         ticket.result(TIMEOUT)
 
 
