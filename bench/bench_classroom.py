@@ -501,9 +501,18 @@ class ProtocolStudent:
                 client.element_listeners.remove(listen)
 
     async def picture(self, area, caption_prefix):
-        """The current run's picture in "main" or "sidebar" whose caption starts with `caption_prefix` (RGB)."""
-        pictures = [picture for picture in self.client.pictures(self.AREAS[area])
+        """The current run's picture in "main" or "sidebar" whose caption starts with `caption_prefix` (RGB).
+
+        Waits for its file as a browser does: on a busy server it may arrive
+        after the picture the student waited for.
+        """
+        def matching():
+            return [picture for picture in self.client.pictures(self.AREAS[area])
                     if picture.caption.startswith(caption_prefix)]
+
+        with contextlib.suppress(TimeoutError):
+            await self.client.wait_until(matching, min(60.0, self.timeouts["page"]))
+        pictures = matching()
         if not pictures:
             raise RuntimeError(f"no picture '{caption_prefix}' in {area}")
         return decode_rgb(await self.client.picture_bytes(pictures[0].url))
