@@ -327,6 +327,8 @@ class Student:
         self.queue_full_offers = 0
         self.shown = {}
         self.own_layer = None
+        # With a fault injected (--fault): what made the student reload, once.
+        self.reloaded = []
 
 
 async def only_loopback(route):
@@ -499,9 +501,18 @@ class ProtocolStudent:
                 client.element_listeners.remove(listen)
 
     async def picture(self, area, caption_prefix):
-        """The current run's picture in "main" or "sidebar" whose caption starts with `caption_prefix` (RGB)."""
-        pictures = [picture for picture in self.client.pictures(self.AREAS[area])
+        """The current run's picture in "main" or "sidebar" whose caption starts with `caption_prefix` (RGB).
+
+        Waits for its file as a browser does: on a busy server it may arrive
+        after the picture the student waited for.
+        """
+        def matching():
+            return [picture for picture in self.client.pictures(self.AREAS[area])
                     if picture.caption.startswith(caption_prefix)]
+
+        with contextlib.suppress(TimeoutError):
+            await self.client.wait_until(matching, min(60.0, self.timeouts["page"]))
+        pictures = matching()
         if not pictures:
             raise RuntimeError(f"no picture '{caption_prefix}' in {area}")
         return decode_rgb(await self.client.picture_bytes(pictures[0].url))
@@ -533,9 +544,26 @@ class ProtocolStudent:
 # ----------------------------------------------------------------------------- what every student does
 
 
-async def run_student(driver, student, start_delay, timeouts, started):
-    """One student's visit, through a `BrowserStudent` or a `ProtocolStudent`: times, pictures, errors."""
+async def run_student(driver, student, start_delay, timeouts, started, fault=None, make_driver=None):
+    """One student's visit, through a `BrowserStudent` or a `ProtocolStudent`: times, pictures, errors.
+
+    With a `fault` (`FaultInjector`) that has struck, a failed visit is not an
+    error yet: the student reloads the page (a new session, with its cookies:
+    nginx's route) and does the visit again from the start, once.
+    """
     await asyncio.sleep(start_delay)
+    await visit(driver, student, timeouts, started)
+    if fault is not None and student.errors and fault.struck_at is not None and make_driver is not None:
+        student.reloaded = student.errors
+        student.errors = []
+        await asyncio.sleep(fault.reload_delay)
+        again = make_driver(student)
+        again.client.cookies.update(driver.client.cookies)
+        await visit(again, student, timeouts, started)
+
+
+async def visit(driver, student, timeouts, started):
+    """The visit of `run_student`, from opening the app to the student's own layer."""
     step = "open"
     try:
         began = time.monotonic()
@@ -580,14 +608,25 @@ async def run_student(driver, student, start_delay, timeouts, started):
 async def run_students(args, students, arrivals, timeouts, make_driver):
     """Every student's visit at its arrival time; returns the wall-clock seconds until the last is done."""
     started = time.monotonic()
+    fault = getattr(args, "fault_injector", None)
+    fault_task = asyncio.create_task(fault.run(started)) if fault is not None else None
     try:
         await asyncio.wait_for(
-            asyncio.gather(*(run_student(make_driver(student), student, delay, timeouts, started)
+            asyncio.gather(*(run_student(make_driver(student), student, delay, timeouts, started,
+                                         getattr(args, "fault_injector", None), make_driver)
                              for student, delay in zip(students, arrivals))),
             timeout=args.arrival_seconds + args.total_timeout,
         )
     finally:
         wall = time.monotonic() - started
+        if fault_task is not None:
+            if not fault_task.done():
+                # The fault's own outcome (a job's end) may come after the students'.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fault_task), 600)
+            if fault_task.done() and not fault_task.cancelled() and fault_task.exception() is not None:
+                fault.report["error"] = repr(fault_task.exception())
+            fault_task.cancel()
     return wall
 
 
@@ -779,6 +818,196 @@ def measure_per_session_cpu(args, base_url, server):
 # ----------------------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------------------- the course topology (--topology)
+
+
+class FaultInjector:
+    """Strikes once while the class runs (`--fault`), and reports what became of it.
+
+    - "worker": as soon as a worker runs a student's atlas, it is killed (SIGKILL) and
+      a new worker is started (what Compose's restart policy does); the job
+      must end on the new worker, or fail with a message, within its time limit.
+    - "replica": `--fault-at` seconds into the class, the last replica is killed
+      (SIGKILL); its students reload (nginx sends them to another replica).
+    - "redis": `--fault-at` seconds into the class, Redis is restarted, empty.
+
+    A student whose visit failed after the fault struck reloads once
+    (`run_student`); what made them reload is reported, not counted as an error.
+    """
+
+    def __init__(self, kind, started, at_seconds):
+        self.kind = kind
+        self.topology = started
+        self.at_seconds = at_seconds
+        self.struck_at = None
+        # A student waits this long before reloading (as a person would).
+        self.reload_delay = 3.0
+        self.report = {"fault": kind}
+
+    async def run(self, class_started):
+        from convviz_core import job_queue
+        from tools import topology
+
+        connection = job_queue.connect(self.topology.queue_url)
+        if self.kind == "worker":
+            job_id, record = await asyncio.to_thread(self._running_job, connection)
+            name = record[b"worker"].decode()
+            victim = next(worker for worker in self.topology.workers if worker.name == name)
+            victim.kill(signal.SIGKILL)
+            self.struck_at = time.monotonic()
+            self.report.update(at_seconds=self.struck_at - class_started, killed=name,
+                               job=record.get(b"description", b"").decode())
+            await asyncio.to_thread(self.topology.add_worker)
+            done = await asyncio.to_thread(self._wait_done, connection, job_id)
+            self.report.update(
+                seconds_to_outcome=time.monotonic() - self.struck_at,
+                outcome=done.get(b"outcome", b"?").decode(),
+                attempts=int(done.get(b"attempt", b"1")),
+                finished_by=done.get(b"worker", b"?").decode(),
+            )
+            return
+        await asyncio.sleep(max(0.0, self.at_seconds - (time.monotonic() - class_started)))
+        self.struck_at = time.monotonic()
+        self.report["at_seconds"] = self.struck_at - class_started
+        if self.kind == "replica":
+            process, port = self.topology.replicas[-1]
+            process.kill(signal.SIGKILL)
+            self.report["killed"] = f"{process.name} (127.0.0.1:{port})"
+        elif self.kind == "redis":
+            began = time.monotonic()
+            await asyncio.to_thread(topology.restart_redis, self.topology.redis, self.topology.queue_url)
+            self.report["redis_down_seconds"] = time.monotonic() - began
+
+    @staticmethod
+    def _running_job(connection):
+        from convviz_core import job_queue
+
+        while True:
+            for key in connection.keys(job_queue.job_key("*")):
+                record = connection.hgetall(key)
+                # A student's atlas (not a warm-up nobody waits for yet).
+                if record.get(b"state") == b"running" and record.get(b"worker") and record.get(b"priority") != b"2":
+                    return key.decode().rsplit(":", 1)[1], record
+            time.sleep(0.1)
+
+    @staticmethod
+    def _wait_done(connection, job_id, most_seconds=1800):
+        from convviz_core import job_queue
+
+        deadline = time.monotonic() + most_seconds
+        while time.monotonic() < deadline:
+            record = connection.hgetall(job_queue.job_key(job_id))
+            if record.get(b"state") == b"done":
+                return record
+            time.sleep(0.2)
+        return {}
+
+
+class TopologyMonitor:
+    """A `ServerMonitor` for every replica and worker of a topology (those started before the class)."""
+
+    def __init__(self, started):
+        self.started = started
+        self.monitors = {process.name: ServerMonitor(process.pid)
+                         for process in [*(p for p, _ in started.replicas), *started.workers]}
+
+    def __enter__(self):
+        for monitor in self.monitors.values():
+            monitor.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        for monitor in self.monitors.values():
+            monitor.__exit__(*exc_info)
+
+    def figures(self):
+        """{process name: {start/peak RSS, CPU}} and the queue's jobs (from Redis)."""
+        from convviz_core import job_queue
+
+        processes = {name: {"start_rss_mb": monitor.start_rss_mb, "peak_rss_mb": monitor.peak_rss_mb,
+                            "cpu_seconds": monitor.cpu_seconds} for name, monitor in self.monitors.items()}
+        jobs = []
+        with contextlib.suppress(Exception):
+            connection = job_queue.connect(self.started.queue_url)
+            for key in connection.keys(job_queue.job_key("*")):
+                record = connection.hgetall(key)
+                started, finished = record.get(b"started_at"), record.get(b"finished_at")
+                jobs.append({
+                    "description": record.get(b"description", b"").decode(),
+                    "outcome": record.get(b"outcome", b"").decode(),
+                    "worker": record.get(b"worker", b"").decode(),
+                    "seconds": float(finished) - float(started) if started and finished else None,
+                })
+        return {"processes": processes, "jobs": jobs}
+
+
+def report_topology(figures, fault, students):
+    lines = []
+    for name, process in figures["processes"].items():
+        lines.append(f"  {name}: RSS {process['start_rss_mb']:.0f} MB at start, peak {process['peak_rss_mb']:.0f} MB;"
+                     f" CPU {process['cpu_seconds']:.1f} s")
+    jobs = figures["jobs"]
+    ran = [job for job in jobs if job["seconds"] is not None]
+    outcomes = {}
+    for job in jobs:
+        outcomes[job["outcome"] or "unfinished"] = outcomes.get(job["outcome"] or "unfinished", 0) + 1
+    lines.append(f"  queue: {len(jobs)} jobs {outcomes}; run time p50 "
+                 f"{percentile([job['seconds'] for job in ran], 0.5):.1f} s, max "
+                 f"{max([job['seconds'] for job in ran], default=float('nan')):.1f} s")
+    if fault is not None:
+        lines.append(f"  fault: {fault.report}")
+        reasons = {}
+        for student in students:
+            for reason in student.reloaded:
+                reasons[reason] = reasons.get(reason, 0) + 1
+        lines.append(f"  students who reloaded after the fault: {sum(1 for s in students if s.reloaded)}")
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1])[:8]:
+            lines.append(f"    {count:>2}x {reason}")
+    load = os.getloadavg()
+    lines.append(f"  machine load average at the end (1, 5, 15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+                 f" on {os.cpu_count()} CPUs")
+    return "\n".join(lines)
+
+
+def run_topology_class(args, folder):
+    """The class against tools/topology.py's Redis, workers, replicas and nginx; returns (text, result)."""
+    from convviz_app.readiness import check_readiness
+    from tools import topology
+
+    with topology.topology(folder, replicas=args.replicas, workers=args.workers) as started:
+        print(f"topology: nginx {started.url}, {args.replicas} replicas, {args.workers} workers, "
+              f"logs in {folder}", flush=True)
+        if not args.cold:
+            for process, port in started.replicas:
+                began = time.monotonic()
+                ready, reason = check_readiness(f"http://127.0.0.1:{port}", timeout=args.page_timeout)
+                print(f"warm-up of {process.name}: {reason}, {time.monotonic() - began:.1f} s", flush=True)
+        fault = None
+        if args.fault:
+            at = args.fault_at if args.fault_at is not None else args.arrival_seconds / 2
+            fault = FaultInjector(args.fault, started, at)
+        args.fault_injector = fault
+        with TopologyMonitor(started) as monitor:
+            students, wall, client_cpu = asyncio.run(run_class(args, started.url, None))
+        text, result = report_class(args, students, wall, None, client_cpu)
+        figures = monitor.figures()
+        text += "\n" + report_topology(figures, fault, students)
+        result["topology"] = figures
+        result["fault"] = fault.report if fault else None
+        result["reloaded"] = [student.reloaded for student in students if student.reloaded]
+        result["load_average"] = os.getloadavg()
+        if any(student.errors for student in students):
+            nginx_errors = (folder / "error.log").read_text(errors="replace").splitlines() \
+                if (folder / "error.log").exists() else []
+            text += "\n  nginx error log (last 10):\n    " + "\n    ".join(nginx_errors[-10:])
+            for process in started.processes():
+                problems = [line for line in process.log().splitlines()
+                            if re.search(r"Error|Exception|Traceback", line) and "cuInit" not in line]
+                if problems:
+                    text += f"\n  {process.name} log, its errors (last 10):\n    " + "\n    ".join(problems[-10:])
+    return text, result
+
+
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=30)
@@ -793,7 +1022,18 @@ def parse_arguments(argv=None):
     parser.add_argument("--browser-nice", type=int, default=10,
                         help="with --client browser: niceness of the browsers (0: none)")
     parser.add_argument("--cold", action="store_true", help="no warm-up: the first student loads the model")
-    parser.add_argument("--url", help="a server started elsewhere (no RSS or CPU figures then)")
+    parser.add_argument("--url", help="a server started elsewhere (no RSS or CPU figures then); e.g. the nginx "
+                                      "of `python tools/topology.py`")
+    parser.add_argument("--topology", action="store_true",
+                        help="start Redis, workers, replicas and nginx (tools/topology.py) and run the class "
+                             "through nginx")
+    parser.add_argument("--replicas", type=int, default=2, help="with --topology: app replicas")
+    parser.add_argument("--workers", type=int, default=1, help="with --topology: queue workers")
+    parser.add_argument("--fault", choices=["worker", "replica", "redis"],
+                        help="with --topology: kill a worker during an atlas, kill a replica, or restart Redis")
+    parser.add_argument("--fault-at", type=float,
+                        help="seconds into the class when a replica or Redis fault strikes (default: half "
+                             "the arrival time)")
     parser.add_argument("--cache-dir", help="CONVVIZ_CACHE_DIR of the server (default: a new, empty one)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--per-session-cpu", type=int, default=0, metavar="N",
@@ -814,7 +1054,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="convviz-bench-") as scratch:
         scratch = Path(scratch)
         cache_dir = Path(args.cache_dir) if args.cache_dir else scratch / "cache"
-        if args.url:
+        if args.topology:
+            text, result = run_topology_class(args, scratch / "topology")
+        elif args.url:
             if args.per_session_cpu:
                 raise SystemExit("--per-session-cpu measures a server this script starts")
             students, wall, client_cpu = asyncio.run(run_class(args, args.url.rstrip("/"), None))

@@ -230,6 +230,11 @@ class StreamlitClient:
         self._media_attempts = {}
         self._file_url_requests = {}
         self._xsrf_token = None
+        # Cookies the server (or a load balancer's sticky route) set, sent
+        # back with every request, as a browser does.
+        self.cookies = {}
+        # The address's query string ("model=small-convnet"), as st.query_params reads it.
+        self.query_string = ""
         self._websocket = None
         self._reader = None
         self._failure = None
@@ -247,18 +252,17 @@ class StreamlitClient:
     async def connect(self, timeout=60):
         """Does what the frontend does before its first run: the health check (its XSRF cookie), then the websocket."""
         self._change = asyncio.get_running_loop().create_future()
-        health = await http_request("GET", self.base_url + "/_stcore/health")
+        health = await http_request("GET", self.base_url + "/_stcore/health", self._cookie_headers())
         if health.status != 200:
             raise ProtocolError(f"/_stcore/health answered {health.status}")
-        for name, value in health.headers:
-            if name == "set-cookie" and value.startswith(XSRF_COOKIE + "="):
-                self._xsrf_token = value.split(";", 1)[0].split("=", 1)[1]
+        self._remember_cookies(health)
+        self._xsrf_token = self.cookies.get(XSRF_COOKIE)
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         self._websocket = await websockets.asyncio.client.connect(
             f"{scheme}://{parts.netloc}{parts.path}/_stcore/stream",
             subprotocols=["streamlit"],
-            additional_headers={"Cookie": f"{XSRF_COOKIE}={self._xsrf_token}"} if self._xsrf_token else None,
+            additional_headers=dict(self._cookie_headers()) or None,
             # Streamlit's messages may be far larger than websockets' default limit of 1 MiB.
             max_size=None,
             # A browser never pings; the server pings, and websockets answers.
@@ -267,6 +271,18 @@ class StreamlitClient:
             proxy=None,
         )
         self._reader = asyncio.create_task(self._read(), name="streamlit-client-reader")
+
+    def _remember_cookies(self, response):
+        for name, value in response.headers:
+            if name == "set-cookie":
+                key, _, rest = value.split(";", 1)[0].partition("=")
+                self.cookies[key.strip()] = rest.strip()
+
+    def _cookie_headers(self):
+        """[("Cookie", ...)] with every cookie kept, or [] when there is none."""
+        if not self.cookies:
+            return []
+        return [("Cookie", "; ".join(f"{key}={value}" for key, value in self.cookies.items()))]
 
     async def close(self):
         """Closes the websocket (the server then ends the session) and stops fetching pictures."""
@@ -444,7 +460,7 @@ class StreamlitClient:
         self._changed()
 
     async def _get_media(self, url):
-        response = await http_request("GET", urljoin(self.base_url + "/", url.lstrip("/")))
+        response = await http_request("GET", urljoin(self.base_url + "/", url.lstrip("/")), self._cookie_headers())
         if response.status != 200:
             raise ProtocolError(f"{url}: HTTP {response.status}")
         return response.body
@@ -555,7 +571,7 @@ class StreamlitClient:
         if page_script_hash is not None:
             self.page_script_hash = page_script_hash
         self.run_requested = True
-        state = ClientState(query_string="", page_script_hash=self.page_script_hash, page_name="")
+        state = ClientState(query_string=self.query_string, page_script_hash=self.page_script_hash, page_name="")
         state.widget_states.widgets.extend(self._widget_states.values())
         state.widget_states.widgets.extend(triggers)
         state.context_info.timezone = self.timezone
@@ -646,7 +662,8 @@ class StreamlitClient:
         body, body_type = multipart_body("file", path.name, content_type, data)
         headers = [("Content-Type", body_type)]
         if self._xsrf_token:
-            headers += [("X-Xsrftoken", self._xsrf_token), ("Cookie", f"{XSRF_COOKIE}={self._xsrf_token}")]
+            headers += [("X-Xsrftoken", self._xsrf_token)]
+        headers += self._cookie_headers()
         put = await http_request("PUT", urljoin(self.base_url + "/", urls.upload_url.lstrip("/")), headers, body)
         if put.status not in (200, 204):
             raise ProtocolError(f"upload of {path.name}: HTTP {put.status} {put.body[:200]!r}")

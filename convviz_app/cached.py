@@ -35,14 +35,14 @@ import cv2
 import numpy as np
 import streamlit as st
 
-from convviz_core import activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
+from convviz_core import InputError, activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
 from convviz_core.overlays import colorize
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
 from convviz_core.features.dataset_examples import dataset_examples
 from convviz_core.inputs.samples import sample_image, sample_names
 from convviz_core.features.patterns import METHODS
-from convviz_core.jobs import JobPool, Priority
+from convviz_core.jobs import Priority, make_job_pool
 from convviz_core.cam.gradcam import grad_cam_with_probabilities
 from convviz_core.cam.methods import class_activation_maps_with_probabilities
 from convviz_core.metrics.average_drop import average_drop_increase
@@ -436,9 +436,10 @@ def job_pool():
 
     One worker: on a small server a second long job would only halve the
     speed of the first and take the core the interactive views need. Jobs of
-    sessions that have disconnected are cancelled.
+    sessions that have disconnected are cancelled. With `CONVVIZ_QUEUE_URL`
+    set, the jobs that can travel go to RQ workers (`convviz_core.job_queue`).
     """
-    return JobPool(workers=1, max_queued=MAX_QUEUED_JOBS, time_limit=JOB_TIME_LIMIT, session_alive=session_alive)
+    return make_job_pool(workers=1, max_queued=MAX_QUEUED_JOBS, time_limit=JOB_TIME_LIMIT, session_alive=session_alive)
 
 
 def current_session_id():
@@ -513,16 +514,21 @@ def warm_up_default_atlases():
     for method in METHODS:
         for model in _OFFLINE_MODELS.values():
             request = atlas_service.grid_request(model, atlas_service.default_atlas_choice(model, method))
-            tickets.append(
-                store.submit(
-                    model,
-                    request,
-                    use_disk=True,
-                    priority=Priority.BACKGROUND,
-                    wait_in_line=True,
-                    time_limit=math.inf,
+            try:
+                tickets.append(
+                    store.submit(
+                        model,
+                        request,
+                        use_disk=True,
+                        priority=Priority.BACKGROUND,
+                        wait_in_line=True,
+                        time_limit=math.inf,
+                    )
                 )
-            )
+            except InputError:
+                # The queue (CONVVIZ_QUEUE_URL) is away: the pages that need
+                # no queue still work, and a page that needs one says so.
+                return tickets
     return tickets
 
 

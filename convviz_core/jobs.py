@@ -37,6 +37,10 @@ normal-priority, anonymous job that always waits in line). Its worker
 threads are daemon threads started on demand and ended when idle, so an
 unused pool holds no thread and a stopping server never waits for a job.
 
+Several replicas of the app behind a load balancer share RQ workers instead:
+`make_job_pool` gives a `convviz_core.job_queue.QueuePool`, with this API,
+when `CONVVIZ_QUEUE_URL` is set.
+
 This module is UI-free and imports neither Streamlit nor TensorFlow: session
 ids are opaque strings given by the app.
 """
@@ -45,7 +49,10 @@ import atexit
 import concurrent.futures
 import dataclasses
 import enum
+import importlib
 import itertools
+import pickle
+import os
 import threading
 import time
 import weakref
@@ -725,6 +732,76 @@ class JobPool(concurrent.futures.Executor):
 
 def _capitalised(text):
     return text[:1].upper() + text[1:]
+
+
+class RemoteCall:
+    """A job that a worker on another machine can run: an importable function and picklable arguments.
+
+    Calling it runs it here (that is what `jobs.JobPool` does with it when no
+    queue is configured): `finish(function(*args, progress=progress,
+    **kwargs))`. A `job_queue.QueuePool` sends `target`, `args` and `kwargs` to a
+    worker instead, and runs `finish` on the result in the replica, where
+    `finish` may read what the worker stored in the shared cache. `finish`
+    is never sent anywhere.
+
+    Args:
+        target: "package.module:function". The function takes the arguments
+            and a `progress` keyword argument (a `jobs.JobProgress`, or the
+            worker's equivalent).
+        args: Picklable positional arguments (names and requests, never a
+            model or a large array).
+        kwargs: Picklable keyword arguments.
+        finish: Optional function of the result, run by the caller.
+    """
+
+    def __init__(self, target, args=(), kwargs=None, finish=None):
+        module, _, name = str(target).partition(":")
+        if not module or not name:
+            raise ValueError(f"A RemoteCall's target is 'package.module:function'. Received: target={target!r}")
+        self.target = str(target)
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.finish = finish
+
+    def __call__(self, progress):
+        value = resolve_target(self.target)(*self.args, progress=progress, **self.kwargs)
+        return self.finish(value) if self.finish is not None else value
+
+    def payload(self):
+        """What a worker gets: (target, args, kwargs), pickled."""
+        return pickle.dumps((self.target, self.args, self.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __repr__(self):
+        return f"RemoteCall({self.target!r}, args={self.args!r})"
+
+
+def resolve_target(target):
+    """The function a `RemoteCall` target names ("package.module:function")."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_job_pool(workers=DEFAULT_WORKERS, max_queued=DEFAULT_MAX_QUEUED, time_limit=None, session_alive=None):
+    """The server's pool for long work: in this process, or on RQ workers when `CONVVIZ_QUEUE_URL` is set.
+
+    Without the variable (`streamlit run app.py` alone) this is a `JobPool`,
+    as it always was. With `CONVVIZ_QUEUE_URL=redis://host:6379/0` it is a
+    `convviz_core.job_queue.QueuePool`: the same API, with the jobs that can
+    travel (`job_queue.RemoteCall`) run by `python -m convviz_core.worker`
+    processes and the others in a `JobPool` of `workers` threads here.
+
+    Args:
+        workers, max_queued, time_limit, session_alive: As for `JobPool`.
+
+    Returns:
+        A `JobPool` or a `QueuePool`.
+    """
+    url = os.environ.get("CONVVIZ_QUEUE_URL", "").strip()
+    if not url:
+        return JobPool(workers=workers, max_queued=max_queued, time_limit=time_limit, session_alive=session_alive)
+    from convviz_core.job_queue import QueuePool
+
+    return QueuePool(url, max_queued=max_queued, time_limit=time_limit, session_alive=session_alive, workers=workers)
 
 
 def wait_for(ticket, report=None, poll_seconds=0.25):

@@ -12,7 +12,6 @@ import contextlib
 import gzip
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,27 +22,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import streamlit
+
+from tools import topology
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "tools" / "nginx" / "convviz.conf"
-STATIC_DIR = Path(streamlit.__file__).parent / "static" / "static"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+STATIC_DIR = topology.static_dir()
+NGINX = topology.NGINX
 STARTUP_SECONDS = 120
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="needs nginx (apt-get install nginx-light)")
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get(url, headers=None, timeout=5):
-    request = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, dict(response.headers), response.read()
 
 
 def _wait_for(url, process, log_path):
@@ -51,7 +39,7 @@ def _wait_for(url, process, log_path):
     while True:
         assert process.poll() is None, "stopped:\n" + Path(log_path).read_text(errors="replace")
         try:
-            return _get(url, timeout=2)
+            return topology.http_get(url, timeout=2)
         except OSError:
             assert time.monotonic() < deadline, f"no answer from {url}:\n" + Path(log_path).read_text(errors="replace")
             time.sleep(0.3)
@@ -76,44 +64,17 @@ def _running(command, log_path, **options):
 
 def _nginx_config(folder, listen_port, streamlit_port):
     """The shipped server block, pointed at this machine's Streamlit, inside a minimal nginx.conf."""
-    server_block = NGINX_CONF.read_text(encoding="utf-8")
-    server_block = server_block.replace("STREAMLIT_STATIC_DIR", str(STATIC_DIR))
-    server_block = server_block.replace("server 127.0.0.1:8501;", f"server 127.0.0.1:{streamlit_port};")
-    server_block = re.sub(r"listen 80;", f"listen 127.0.0.1:{listen_port};", server_block)
-    mime_types = Path("/etc/nginx/mime.types")
-    config = folder / "nginx.conf"
-    config.write_text(
-        f"""
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    {"include " + str(mime_types) + ";" if mime_types.exists() else ""}
-    access_log {folder}/access.log;
-    client_body_temp_path {folder}/body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
-{server_block}
-}}
-""",
-        encoding="utf-8",
-    )
-    return config
+    return topology.nginx_config(folder, listen_port, [streamlit_port], NGINX_CONF)
 
 
 def test_nginx_serves_the_frontend_and_passes_the_app_to_streamlit(tmp_path):
-    streamlit_port, proxy_port = _free_port(), _free_port()
+    streamlit_port, proxy_port = topology.free_port(), topology.free_port()
     streamlit_command = [
         sys.executable, "-m", "streamlit", "run", "app.py",
         f"--server.port={streamlit_port}", "--server.address=127.0.0.1", "--server.headless=true",
     ]
     config = _nginx_config(tmp_path, proxy_port, streamlit_port)
-    nginx_command = [NGINX, "-p", str(tmp_path), "-c", str(config), "-g", "daemon off;"]
-    if os.geteuid() == 0:
-        nginx_command[-1] += " user root;"
+    nginx_command = topology.nginx_command(tmp_path, config)
     proxy = f"http://127.0.0.1:{proxy_port}"
     with _running(streamlit_command, tmp_path / "streamlit.log", cwd=ROOT) as server, \
             _running(nginx_command, tmp_path / "nginx.log") as nginx:
@@ -128,7 +89,7 @@ def test_nginx_serves_the_frontend_and_passes_the_app_to_streamlit(tmp_path):
         os.kill(server.pid, signal.SIGSTOP)
         try:
             for path in frontend:
-                status, headers, body = _get(f"{proxy}/{path.decode()}", headers={"Accept-Encoding": "gzip"})
+                status, headers, body = topology.http_get(f"{proxy}/{path.decode()}", headers={"Accept-Encoding": "gzip"})
                 assert status == 200, path
                 assert "immutable" in headers.get("Cache-Control", ""), (path, headers)
                 if path.endswith(b".js"):
@@ -136,12 +97,12 @@ def test_nginx_serves_the_frontend_and_passes_the_app_to_streamlit(tmp_path):
                     assert gzip.decompress(body) == (STATIC_DIR / path.decode().removeprefix("static/")).read_bytes()
             # ...while what only Streamlit answers waits for it.
             with pytest.raises(OSError):
-                _get(f"{proxy}/_stcore/health", timeout=2)
+                topology.http_get(f"{proxy}/_stcore/health", timeout=2)
         finally:
             os.kill(server.pid, signal.SIGCONT)
-        assert _get(f"{proxy}/_stcore/health")[2] == b"ok"
+        assert topology.http_get(f"{proxy}/_stcore/health")[2] == b"ok"
         with pytest.raises(urllib.error.HTTPError, match="403"):
-            _get(f"{proxy}/_stcore/metrics")
+            topology.http_get(f"{proxy}/_stcore/metrics")
         # The websocket goes through: Streamlit accepts the upgrade.
         with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as connection:
             connection.sendall(

@@ -47,8 +47,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from convviz_core.errors import InputError
 from convviz_core.features import patterns as patterns_module
-from convviz_core.jobs import JobPool, JobTicket, Priority, wait_for
+from convviz_core.jobs import JobPool, JobTicket, Priority, RemoteCall, wait_for
 from convviz_core.models.registry import BUILTIN_MODELS
 from convviz_core.paths import cache_dir
 
@@ -449,34 +450,21 @@ class FilterAtlasCache:
         if cached is not None:
             return JobTicket.completed(("atlas", request.key), cached, describe(request))
 
-        def compute(progress):
-            # Another job may have stored this atlas since the lookup above.
-            cached = self.lookup(request, use_disk=use_disk)
-            if cached is not None:
-                return cached
-            # Looked up at call time, so a test may wrap it.
-            patterns = patterns_module.filter_patterns(
-                model,
-                request.layer_name,
-                request.filter_indices,
-                size=request.height,
-                steps=request.steps,
-                step_size=request.step_size,
-                seed=request.seed,
-                precision=request.precision,
-                progress=progress,
-                method=request.method,
-                objective=request.objective,
-                schedule=request.schedule,
+        if use_disk and is_builtin(model) and getattr(self.pool, "runs_remote_calls", False):
+            # On a queue's workers (`convviz_core.job_queue`): the worker loads
+            # the built-in model by name and writes the atlas to the shared
+            # disk cache; this replica reads it from there. An uploaded
+            # model's atlas stays in this process (below): the model lives in
+            # this replica's memory only, and its atlases are not kept on disk.
+            compute = RemoteCall(
+                "convviz_core.features.shared_atlas:compute_shared_atlas",
+                (request,),
+                finish=functools.partial(self._read_shared_atlas, request),
             )
-            # Only a finished computation gets here: a cancelled one raised
-            # from `progress`, so a cache never holds part of an atlas.
-            patterns.setflags(write=False)
-            if use_disk:
-                save_atlas(self.path(request), patterns)
-                prune(self.directory, self.max_disk_bytes)
-            self._remember(request, patterns)
-            return Atlas(request, patterns, "computed")
+        else:
+
+            def compute(progress):
+                return self._compute(model, request, use_disk, progress)
 
         return self.pool.submit_job(
             ("atlas", request.key),
@@ -487,6 +475,46 @@ class FilterAtlasCache:
             wait_in_line=wait_in_line,
             description=describe(request),
         )
+
+    def _compute(self, model, request, use_disk, progress):
+        """Computes an atlas in a job (unless another job has stored it since), and caches it."""
+        # Another job may have stored this atlas since `submit` looked.
+        cached = self.lookup(request, use_disk=use_disk)
+        if cached is not None:
+            return cached
+        # Looked up at call time, so a test may wrap it.
+        patterns = patterns_module.filter_patterns(
+            model,
+            request.layer_name,
+            request.filter_indices,
+            size=request.height,
+            steps=request.steps,
+            step_size=request.step_size,
+            seed=request.seed,
+            precision=request.precision,
+            progress=progress,
+            method=request.method,
+            objective=request.objective,
+            schedule=request.schedule,
+        )
+        # Only a finished computation gets here: a cancelled one raised
+        # from `progress`, so a cache never holds part of an atlas.
+        patterns.setflags(write=False)
+        if use_disk:
+            save_atlas(self.path(request), patterns)
+            prune(self.directory, self.max_disk_bytes)
+        self._remember(request, patterns)
+        return Atlas(request, patterns, "computed")
+
+    def _read_shared_atlas(self, request, source):
+        """The atlas a queue's worker stored in the shared disk cache (`compute_shared_atlas`)."""
+        atlas = self.lookup(request, use_disk=True)
+        if atlas is None:
+            raise InputError(
+                f"A worker computed {describe(request)}, but this server cannot find it in {self.directory}. "
+                "The app and its workers must share one cache folder (the same CONVVIZ_CACHE_DIR on a shared volume)."
+            )
+        return Atlas(request, atlas.patterns, source)
 
     def get_or_compute(self, model, request, progress=None, use_disk=None, poll_seconds=0.1, **submit_options):
         """Returns the atlas of `request`, computing it only if no cache has it (waiting in line).
