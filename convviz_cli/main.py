@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+# TensorFlow's start-up notices would drown the progress bar; set before it is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Read by the dashboard's sidebar (`convviz_app.sidebar.SERVE_MODEL_VARIABLE`).
 SERVE_MODEL_VARIABLE = "CONVVIZ_SERVE_MODEL"
@@ -357,7 +360,6 @@ COMMANDS = {"explain": run_explain, "patterns": run_patterns, "activations": run
 def main(argv=None):
     """Runs `convviz`; returns the exit code."""
     arguments = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from convviz_core.errors import InputError
 
     try:

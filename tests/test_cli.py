@@ -160,3 +160,17 @@ def test_pyproject_declares_the_console_script():
         for path in (ROOT / package).rglob("__init__.py")
     )
     assert sorted(packages) == found
+
+
+def test_the_project_installs_with_its_console_script(tmp_path):
+    # The locked requirements are already installed; the project itself goes
+    # in without dependencies, as the README says.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
+    pip = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "pip"), "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    result = subprocess.run([str(tmp_path / "venv" / "bin" / "convviz"), "explain", "--help"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: convviz explain")
