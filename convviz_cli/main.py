@@ -205,12 +205,10 @@ def _progress_bar(total, unit):
 
 
 def run_explain(arguments):
+    from convviz_app.figures import fit_within
     from convviz_core.metrics.road import DEFAULT_FRACTIONS
-    from convviz_core.reports.batch import explain_images
     from convviz_core.reports.discovery import find_images
-    from convviz_core.reports.files import (
-        file_stem, manifest, report_rows, write_csv, write_image_files, write_manifest,
-    )
+    from convviz_core.reports.files import explain_to_folder, manifest, write_manifest
 
     paths = find_images(arguments.images)
     model, model_file = load_command_model(arguments.model, arguments.preprocess, arguments.input_size)
@@ -227,25 +225,24 @@ def run_explain(arguments):
         "road": arguments.road, "road_fractions": list(DEFAULT_FRACTIONS) if arguments.road else None,
         "alpha": arguments.alpha, "preprocess": arguments.preprocess, "input_size": arguments.input_size,
         "model_input_size": list(model.input_size),
+        "image_max_side": 1024,
     }
     out = arguments.out
     out.mkdir(parents=True, exist_ok=True)
-    rows, failed, started = [], 0, time.perf_counter()
+    started = time.perf_counter()
     with _progress_bar(len(paths), "image") as bar:
-        results = explain_images(
-            model, paths, names, arguments.methods, arguments.class_index, layer, arguments.steps,
-            tuple(range(arguments.chance_maps)), DEFAULT_FRACTIONS if arguments.road else None,
-        )
-        for index, explanation in enumerate(results):
-            stem = None if arguments.no_files or explanation.error else file_stem(index, explanation.name)
-            if stem is not None:
-                write_image_files(out, model, explanation, stem, layer, arguments.alpha)
+
+        def on_image(explanation):
             if explanation.error:
-                failed += 1
                 bar.write(f"convviz: skipped {explanation.name}: {explanation.error}", file=sys.stderr)
-            rows.extend(report_rows(model, explanation, stem))
             bar.update(1)
-    write_csv(out / "report.csv", rows)
+
+        _, failed = explain_to_folder(
+            model, paths, names, out, layer, on_image, arguments.alpha, not arguments.no_files,
+            methods=arguments.methods, class_index=arguments.class_index, steps=arguments.steps,
+            chance_seeds=tuple(range(arguments.chance_maps)),
+            road_fractions=DEFAULT_FRACTIONS if arguments.road else None, prepare_image=fit_within,
+        )
     settings["seconds"] = round(time.perf_counter() - started, 3)
     write_manifest(out, manifest("explain", settings, arguments.model, model_file))
     print(f"{len(paths) - failed} of {len(paths)} images explained; report: {out / 'report.csv'}")

@@ -179,7 +179,7 @@ def count_masked_inputs(methods, steps=DEFAULT_STEPS, chance_seeds=DEFAULT_SEEDS
 def explain_images(model, sources, names=None, methods=("grad-cam",), class_index=None, layer_name=None,
                    steps=DEFAULT_STEPS, chance_seeds=DEFAULT_SEEDS, road_fractions=None,
                    road_noise=DEFAULT_NOISE, road_seed=DEFAULT_SEED, images_per_pool=IMAGES_PER_POOL,
-                   batch_size=BATCH_SIZE, progress=None):
+                   batch_size=BATCH_SIZE, progress=None, prepare_image=None):
     """Explains many images: maps, deletion/insertion, Average Drop, chance and ROAD.
 
     A file the loader refuses gives an `ImageExplanation` with its `error`
@@ -188,7 +188,8 @@ def explain_images(model, sources, names=None, methods=("grad-cam",), class_inde
     Args:
         model: A `VisionModel` with a class output.
         sources: Images: anything `load_image` reads (paths, bytes, file
-            objects), or RGB uint8 arrays.
+            objects), RGB uint8 arrays, or an `InputError` for a file already
+            refused (`archive.images_from_zip`'s), reported as such.
         names: One name per source for the report. Default: a path's
             string, else "image-<n>".
         methods: Method names from `CAM_METHODS`.
@@ -206,6 +207,8 @@ def explain_images(model, sources, names=None, methods=("grad-cam",), class_inde
         batch_size: Masked inputs per forward pass.
         progress: Optional function (masked inputs scored) called after each
             batch; it may raise to cancel.
+        prepare_image: Optional function applied to each image once loaded
+            (the dashboard shrinks photos to a longer side of 1024 pixels).
 
     Yields:
         One `ImageExplanation` per source, in order.
@@ -229,7 +232,11 @@ def explain_images(model, sources, names=None, methods=("grad-cam",), class_inde
         for source, name in zip(sources[start : start + images_per_pool], names[start : start + images_per_pool]):
             started = time.perf_counter()
             try:
+                if isinstance(source, InputError):
+                    raise source
                 image = source if isinstance(source, np.ndarray) else load_image(source)
+                if prepare_image is not None:
+                    image = prepare_image(image)
                 model.prepare(image)
             except InputError as error:
                 pending.append((ImageExplanation(name=name, error=str(error)), None, started))

@@ -193,3 +193,41 @@ def zip_folder(folder):
             if path.is_file():
                 archive.write(path, path.relative_to(folder).as_posix())
     return buffer.getvalue()
+
+
+def explain_to_folder(model, sources, names, folder, layer_name, on_image=None, alpha=0.4, write_images=True,
+                      **options):
+    """Explains images (`batch.explain_images`) and writes the report folder as it goes.
+
+    Args:
+        model: A `VisionModel`.
+        sources, names: As `explain_images` takes them.
+        folder: The report folder (created).
+        layer_name: The layer explained.
+        on_image: Optional function called with each `ImageExplanation`
+            once its files are written (its `image` may then be dropped).
+        alpha: Overlay strength.
+        write_images: Whether to write maps and overlays (else report.csv only).
+        **options: The other arguments of `explain_images` (methods,
+            class_index, steps, chance_seeds, road_fractions, progress,
+            prepare_image, ...).
+
+    Returns:
+        (rows of report.csv, number of images refused).
+    """
+    from convviz_core.reports.batch import explain_images
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], 0
+    for index, explanation in enumerate(explain_images(model, sources, names, layer_name=layer_name, **options)):
+        stem = None
+        if explanation.error is None and write_images:
+            stem = file_stem(index, explanation.name)
+            write_image_files(folder, model, explanation, stem, layer_name, alpha)
+        failed += explanation.error is not None
+        rows.extend(report_rows(model, explanation, stem))
+        if on_image is not None:
+            on_image(explanation)
+    write_csv(folder / "report.csv", rows)
+    return rows, failed
