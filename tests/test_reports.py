@@ -132,3 +132,59 @@ def test_find_images_walks_folders_and_refuses_missing_paths(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="No image files were found"):
         find_images([tmp_path / "empty"])
+
+
+def zip_bytes(files, compression=0):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_images_from_zip_skips_what_is_not_an_image_and_bounds_every_size(monkeypatch):
+    import io
+    import zipfile
+
+    from convviz_core.reports import archive
+
+    files = {"a.png": b"1", "dir/b.JPG": b"22", "notes.txt": b"x", "__MACOSX/._a.png": b"y", ".c.png": b"z"}
+    assert archive.images_from_zip(io.BytesIO(zip_bytes(files))) == [("a.png", b"1"), ("dir/b.JPG", b"22")]
+    # A member whose header lies about its size is still read through a bounded stream.
+    monkeypatch.setattr(archive, "MAX_FILE_BYTES", 4)
+    bomb = zip_bytes({"big.png": b"\0" * 10_000, "ok.png": b"1"}, zipfile.ZIP_DEFLATED)
+    (big, error), ok = archive.images_from_zip(io.BytesIO(bomb))
+    assert big == "big.png" and isinstance(error, InputError) and "larger than" in str(error)
+    assert ok == ("ok.png", b"1")
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 3)
+    with pytest.raises(InputError, match="add up to more than"):
+        archive.images_from_zip(io.BytesIO(zip_bytes({"a.png": b"12", "b.png": b"34"})))
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_IMAGES", 1)
+    with pytest.raises(InputError, match="more than 1 images"):
+        archive.images_from_zip(io.BytesIO(zip_bytes({"a.png": b"", "b.png": b""})))
+    with pytest.raises(InputError, match="This file is not a ZIP archive"):
+        archive.images_from_zip(io.BytesIO(b"PK nope"))
+    with pytest.raises(InputError, match="holds no image files"):
+        archive.images_from_zip(io.BytesIO(zip_bytes({"notes.txt": b"x"})))
+
+
+def test_leaderboard_and_table_order(small_convnet):
+    from convviz_core.reports.summary import image_table, leaderboard, parse_labels
+
+    images = [disc((60, 80), 30, (230, 200, 40)), disc((100, 50), 25, (40, 120, 250))]
+    results = list(explain_images(small_convnet, images, names=["a", "b"], methods=["grad-cam", "eigen-cam"],
+                                  steps=2, chance_seeds=(0,)))
+    board = leaderboard(results)
+    assert [row["method"] for row in board] == ["grad-cam", "eigen-cam"]
+    deletions = [result.methods["grad-cam"].curves.deletion_auc for result in results]
+    assert board[0]["deletion_auc"] == pytest.approx(np.mean(deletions))
+    assert board[0]["deletion_auc_spread"] == pytest.approx(np.std(deletions))
+    assert board[0]["road_combined"] is None and board[0]["images"] == 2
+    labels = parse_labels(b"image,label\na,cross\nb,0\n", small_convnet)
+    assert labels == {"a": 1, "b": 0}
+    assert [row["image"] for row in image_table(results, small_convnet, labels)][0] == "a"
+    with pytest.raises(InputError, match="Line 2 of the labels CSV names the class 'dog'"):
+        parse_labels(b"image,label\na,dog\n", small_convnet)
