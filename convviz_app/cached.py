@@ -30,12 +30,14 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import streamlit as st
 
-from convviz_core import InputError, activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
+from convviz_core import activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
+from convviz_core.errors import InputError
 from convviz_core.overlays import colorize
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
@@ -265,6 +267,20 @@ def builtin_model(name):
     if name in _OFFLINE_MODELS:
         return _OFFLINE_MODELS[name]
     return load_model(name)
+
+
+@st.cache_resource(max_entries=1, show_spinner="Reading the model file...")
+def served_model_file(path):
+    """The bytes and SHA-256 of the model file `convviz serve` named, read once per server.
+
+    Raises:
+        InputError: If the file cannot be read.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"The model file {path} could not be read ({error.strerror}).") from None
+    return hashlib.sha256(data).hexdigest(), data
 
 
 @st.cache_resource(max_entries=UPLOADED_MODEL_ENTRIES, show_spinner="Checking and loading your model...")

@@ -6,6 +6,8 @@ the page reads the choice with `current_selection()`.
 
 import dataclasses
 import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -21,6 +23,11 @@ from convviz_app.address import Address, lesson_mode, one_of, share_panel
 
 SELECTION_KEY = "convviz_selection"
 UPLOAD_CHOICE = "upload"
+SERVED_CHOICE = "served"
+# Set by `convviz serve MODEL`: a built-in name, or the path of a model file
+# the command has checked; read by the model picker, which opens on it.
+SERVE_MODEL_VARIABLE = "CONVVIZ_SERVE_MODEL"
+SERVE_PREPROCESS_VARIABLE = "CONVVIZ_SERVE_PREPROCESS"
 DEFAULT_SAMPLE = "chelsea"
 SAMPLE_TITLES = {
     "chelsea": "Cat",
@@ -141,30 +148,41 @@ def page_intro(title, text, selection):
 def _model_picker(address):
     availability = {entry.model.name: entry for entry in available_models()}
     options = [*availability, UPLOAD_CHOICE]
+    default = DEFAULT_MODEL
+    served = os.environ.get(SERVE_MODEL_VARIABLE, "").strip()
+    if served in availability:
+        default = served
+    elif served:
+        options.insert(0, SERVED_CHOICE)
+        default = SERVED_CHOICE
 
     def label(name):
         if name == UPLOAD_CHOICE:
             return "Your own model (.keras / .h5)"
+        if name == SERVED_CHOICE:
+            return f"{display_name(Path(served).name)} (from convviz serve)"
         entry = availability[name]
         return entry.model.title + ("" if entry.usable else " (weights not on this machine)")
 
     # A link names a built-in model; an uploaded model cannot travel in one.
     address.take_link("model", MODEL_CHOICE_KEY, one_of(availability))
     if lesson_mode():
-        choice = st.session_state.get(MODEL_CHOICE_KEY, DEFAULT_MODEL)
+        choice = st.session_state.get(MODEL_CHOICE_KEY, default)
     else:
         choice = st.selectbox(
             "Model",
             options,
-            index=options.index(DEFAULT_MODEL),
+            index=options.index(default),
             format_func=label,
             key=MODEL_CHOICE_KEY,
             help="The offline models work everywhere; the others need their ImageNet weights.",
         )
+    if choice in (UPLOAD_CHOICE, SERVED_CHOICE) and "model" in st.query_params:
+        del st.query_params["model"]
     if choice == UPLOAD_CHOICE:
-        if "model" in st.query_params:
-            del st.query_params["model"]
         return _uploaded_model()
+    if choice == SERVED_CHOICE:
+        return _served_model(served)
     address.show("model", choice)
     entry = availability[choice]
     if not lesson_mode():
@@ -232,6 +250,19 @@ def _uploaded_model():
     names_hash = hashlib.sha256(repr(class_names).encode("utf-8")).hexdigest()[:8]
     key = f"upload:{upload_hash[:24]}:{preset}:{names_hash}:{int(side)}"
     return key, model, title, False
+
+
+def _served_model(path):
+    """The model file `convviz serve` named, loaded through the upload path (checked, safe mode)."""
+    title = display_name(Path(path).name)
+    preset = os.environ.get(SERVE_PREPROCESS_VARIABLE, "divide by 255")
+    try:
+        file_hash, data = cached.served_model_file(path)
+        model = cached.uploaded_model(file_hash, Path(path).name, data, preset, None, (224, 224))
+    except InputError as error:
+        st.error(str(error))
+        return None, None, title, False
+    return f"upload:{file_hash[:24]}:{preset}:served:224", model, title, False
 
 
 def _image_picker(address):

@@ -43,6 +43,7 @@ _EXPORTS = {
     "deletion_insertion": "convviz_core.metrics.deletion_insertion",
     "average_drop_increase": "convviz_core.metrics.average_drop",
     "random_baseline": "convviz_core.metrics.random_baseline",
+    "road": "convviz_core.metrics.road",
     "cascading_randomization": "convviz_core.metrics.sanity",
     "load_image": "convviz_core.inputs.images",
     "sample_images": "convviz_core.inputs.samples",

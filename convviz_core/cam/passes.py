@@ -8,9 +8,10 @@ Three functions, each compiled once per model (and layer) and cached on the
   the class probabilities and the explained class;
 - the forward pass: the same without the backward pass, for the methods that
   need no gradients (Eigen-CAM, Score-CAM);
-- the masked scoring pass: many blends of the model input with a background,
+- the masked scoring pass: many blends of a model input with a background,
   one mask each, scored in one batch (Score-CAM's masked inputs, the
-  deletion/insertion curves).
+  deletion/insertion curves, ROAD); the masks of a batch may blend different
+  inputs and backgrounds (a folder of images in `convviz_core.reports`).
 
 Class indices go in as tensors, so a new class, image or batch size never
 traces a function again (`TRACE_COUNTS` counts the traces).
@@ -131,22 +132,32 @@ def _build_masked_scores(model):
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec((1, height, width, channels), tf.float32),
-            tf.TensorSpec((1, height, width, channels), tf.float32),
+            tf.TensorSpec((None, height, width, channels), tf.float32),
+            tf.TensorSpec((None, height, width, channels), tf.float32),
             tf.TensorSpec((None, height, width), tf.float32),
-            tf.TensorSpec((), tf.int32),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((None,), tf.int32),
         ],
         autograph=False,
     )
-    def compute(inputs, backgrounds, masks, class_index):
+    def compute(inputs, backgrounds, masks, input_rows, background_rows, class_indices):
         TRACE_COUNTS["masked_scores"] += 1
         masks = masks[..., tf.newaxis]
+        # Each mask blends its own row of the inputs with its own background:
+        # one batch can hold the masks of several images (a folder) or masks
+        # with a background each (ROAD's imputed images).
+        inputs = tf.gather(inputs, input_rows)
+        backgrounds = tf.gather(backgrounds, background_rows)
         blends = backgrounds + masks * (inputs - backgrounds)
         _, scores = model.plan.run(blends, with_output=True, overrides=score_overrides(model))
         scores = tf.cast(scores, tf.float32)
         probabilities = model.probabilities(scores)
-        class_scores = model.class_score(scores, class_index)
-        class_probabilities = tf.gather(probabilities, class_index, axis=-1)
+        if model.is_binary:
+            class_scores = model.class_score(scores, class_indices)
+        else:
+            class_scores = tf.gather(scores, class_indices[:, tf.newaxis], batch_dims=1)[:, 0]
+        class_probabilities = tf.gather(probabilities, class_indices[:, tf.newaxis], batch_dims=1)[:, 0]
         return class_scores, class_probabilities
 
     return compute
@@ -198,50 +209,81 @@ def run_layer_pass(model, image, layer_name=None, class_index=None, with_gradien
     )
 
 
+def _per_mask(values, count, name):
+    """Broadcasts a scalar (or one value) to one value per mask, as int32."""
+    values = np.asarray(values, np.int64).reshape(-1)
+    if values.size == 1:
+        values = np.repeat(values, count)
+    if values.size != count:
+        raise ValueError(f"`{name}` needs one value per mask ({count}). Received {values.size} values.")
+    return values.astype(np.int32)
+
+
 def score_masked_inputs(model, inputs, masks, class_index, backgrounds=None, batch_size=32,
-                        progress=None, total=None):
-    """Scores blends of one model input with a background, many masks at once.
+                        progress=None, total=None, input_rows=0, background_rows=0):
+    """Scores blends of model inputs with backgrounds, many masks at once.
 
     Each blend is `background + mask * (input - background)` in the model's
     input space (after preprocessing): a mask of ones keeps the input, zeros
-    give the background.
+    give the background. Usually there is one input and one background; a
+    batch of several (the images of a folder, ROAD's imputed images) is
+    addressed per mask by `input_rows` and `background_rows`. A mask's score
+    does not depend on the other masks of its batch.
 
     Args:
         model: A `VisionModel` with a class output.
-        inputs: float array (1, height, width, channels), the model input
-            (`LayerPass.inputs`).
+        inputs: float array (k, height, width, channels), the model inputs
+            (`LayerPass.inputs` for one image).
         masks: float array (n, height, width) at the model's input size, or an
             iterable of such arrays (batches), e.g. a generator that makes
-            them one batch at a time.
-        class_index: The class to score.
-        backgrounds: float array like `inputs`. Default: zeros, the plain
-            product `mask * input` (as Score-CAM masks).
+            them one batch at a time (then rows and classes must be scalars).
+        class_index: The class to score: one int, or one per mask.
+        backgrounds: float array (m, height, width, channels). Default: zeros
+            like `inputs`, the plain product `mask * input` (as Score-CAM masks).
         batch_size: Masks scored per forward pass when `masks` is one array.
         progress: Optional function called with (masks scored, total) after
             each batch. It may raise to stop the work (cancellation); the
             exception propagates.
         total: The number of masks, for `progress`, when `masks` is an
             iterable of batches.
+        input_rows: The row of `inputs` each mask blends: one int, or one per mask.
+        background_rows: The row of `backgrounds` each mask blends: one int,
+            or one per mask.
 
     Returns:
         (class scores before the softmax, class probabilities), two float32
         arrays (n,).
     """
-    model.check_class(class_index)
+    for index in np.asarray(class_index).reshape(-1):
+        model.check_class(index)
     inputs = np.asarray(inputs, np.float32)
     backgrounds = np.zeros_like(inputs) if backgrounds is None else np.asarray(backgrounds, np.float32)
     compute = model.cached_function(("masked_scores",), lambda: _build_masked_scores(model))
     if isinstance(masks, np.ndarray):
         total = len(masks)
-        batches = (masks[start : start + batch_size] for start in range(0, total, batch_size))
+        per_mask = (
+            _per_mask(class_index, total, "class_index"),
+            _per_mask(input_rows, total, "input_rows"),
+            _per_mask(background_rows, total, "background_rows"),
+        )
+        batches = (
+            tuple(values[start : start + batch_size] for values in (masks,) + per_mask)
+            for start in range(0, total, batch_size)
+        )
     else:
-        batches = masks
+        batches = (
+            (batch,)
+            + tuple(
+                _per_mask(values, len(batch), "rows") for values in (class_index, input_rows, background_rows)
+            )
+            for batch in masks
+        )
     inputs, backgrounds = tf.constant(inputs), tf.constant(backgrounds)
-    index = tf.constant(int(class_index), tf.int32)
     scores, probabilities, done = [], [], 0
-    for batch in batches:
+    for batch, classes, rows, background_indices in batches:
         batch_scores, batch_probabilities = compute(
-            inputs, backgrounds, tf.constant(np.asarray(batch, np.float32)), index
+            inputs, backgrounds, tf.constant(np.asarray(batch, np.float32)), tf.constant(rows),
+            tf.constant(background_indices), tf.constant(classes),
         )
         scores.append(batch_scores.numpy())
         probabilities.append(batch_probabilities.numpy())

@@ -6,6 +6,8 @@
   al., 2018).
 - `random_baseline.py`: the same scores for seeded random maps, the chance
   level a method must beat on this image.
+- `road.py`: ROAD, removal by noisy linear imputation, most and least
+  relevant first (Rong et al., 2022).
 - `sanity.py`: the cascading model-randomisation check (Adebayo et al., 2018),
   on a private copy of the model.
 

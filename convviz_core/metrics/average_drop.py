@@ -57,16 +57,26 @@ def average_drop_increase(model, image, heatmap, class_index=None, layer_name=No
             image that is not RGB uint8 or a heatmap that is not 2-D.
     """
     class_index = resolve_class(model, image, class_index)
-    placed = np.clip(heatmap_on_input(model, heatmap, layer_name), 0.0, 1.0)
+    placed = explanation_mask(heatmap_on_input(model, heatmap, layer_name))
     inputs = model_input(model, image)
     masks = np.stack([np.ones_like(placed), placed])
     _, probabilities = score_masked_inputs(model, inputs, masks, class_index)
-    probability, explanation_probability = (float(value) for value in probabilities)
+    return summarise_average_drop(*probabilities, class_index)
+
+
+def explanation_mask(placed_heatmap):
+    """The mask that multiplies the model input: the placed map clipped to [0, 1]."""
+    return np.clip(placed_heatmap, 0.0, 1.0)
+
+
+def summarise_average_drop(probability, explanation_probability, class_index):
+    """Builds an `AverageDropIncrease` from p (the input's) and p_map (the explanation's)."""
+    probability, explanation_probability = float(probability), float(explanation_probability)
     drop = max(0.0, probability - explanation_probability) / max(probability, 1e-12)
     return AverageDropIncrease(
         average_drop=100.0 * drop,
         increase_in_confidence=explanation_probability > probability,
         probability=probability,
         explanation_probability=explanation_probability,
-        class_index=class_index,
+        class_index=int(class_index),
     )

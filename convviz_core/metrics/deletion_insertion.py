@@ -102,17 +102,10 @@ def deletion_insertion(model, image, heatmap, class_index=None, layer_name=None,
         InputError: For a class out of range, a model without classes, an
             image that is not RGB uint8 or a heatmap that is not 2-D.
     """
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"`steps` must be at least 1. Received: steps={steps}")
     class_index = resolve_class(model, image, class_index)
-    ranks = pixel_ranks(heatmap_on_input(model, heatmap, layer_name))
+    fractions, revealed = revealing_masks(heatmap_on_input(model, heatmap, layer_name), steps)
     inputs = model_input(model, image)
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    counts = np.round(fractions * ranks.size).astype(int)
-    # Revealed pixels at each step: those ranked before the step's count.
-    revealed = (ranks[np.newaxis] < counts[:, np.newaxis, np.newaxis]).astype(np.float32)
-    total = 2 * len(counts)
+    total = 2 * len(fractions)
     done_before = [0]
 
     def report(done, _):
@@ -120,21 +113,51 @@ def deletion_insertion(model, image, heatmap, class_index=None, layer_name=None,
             progress(done_before[0] + done, total)
 
     _, deletion_curve = score_masked_inputs(
-        model, inputs, 1.0 - revealed, class_index, np.zeros_like(inputs),
+        model, inputs, ~revealed, class_index, np.zeros_like(inputs),
         batch_size=BATCH_SIZE, progress=report,
     )
-    done_before[0] = len(counts)
+    done_before[0] = len(fractions)
     _, insertion_curve = score_masked_inputs(
         model, inputs, revealed, class_index, gaussian_blur(inputs),
         batch_size=BATCH_SIZE, progress=report,
     )
-    deletion_curve = deletion_curve.astype(np.float64)
-    insertion_curve = insertion_curve.astype(np.float64)
+    return summarise_curves(fractions, deletion_curve, insertion_curve, class_index)
+
+
+def revealing_masks(placed_heatmap, steps=DEFAULT_STEPS):
+    """The pixels revealed at each step of the curves, most important first.
+
+    Deletion keeps the complement of each mask; insertion shows each mask on
+    the blurred input.
+
+    Args:
+        placed_heatmap: float array at the model's input size
+            (`placement.heatmap_on_input`).
+        steps: Steps per curve (each curve has steps + 1 points).
+
+    Returns:
+        (fractions float array (steps + 1,), bool array (steps + 1, height,
+        width) of the revealed pixels).
+    """
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"`steps` must be at least 1. Received: steps={steps}")
+    ranks = pixel_ranks(placed_heatmap)
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    counts = np.round(fractions * ranks.size).astype(int)
+    # Revealed pixels at each step: those ranked before the step's count.
+    return fractions, ranks[np.newaxis] < counts[:, np.newaxis, np.newaxis]
+
+
+def summarise_curves(fractions, deletion_curve, insertion_curve, class_index):
+    """Builds a `DeletionInsertion` from the probabilities of each curve."""
+    deletion_curve = np.asarray(deletion_curve, np.float64)
+    insertion_curve = np.asarray(insertion_curve, np.float64)
     return DeletionInsertion(
         deletion_auc=area_under_curve(deletion_curve),
         insertion_auc=area_under_curve(insertion_curve),
         fractions=fractions,
         deletion_curve=deletion_curve,
         insertion_curve=insertion_curve,
-        class_index=class_index,
+        class_index=int(class_index),
     )

@@ -70,21 +70,40 @@ def random_baseline(model, image, shape, class_index=None, layer_name=None, seed
         A `RandomBaseline`.
     """
     class_index = resolve_class(model, image, class_index)
-    deletions, insertions, drops, increases = [], [], [], []
+    curves, scores = [], []
     for heatmap in random_maps(shape, seeds):
-        curves = deletion_insertion(model, image, heatmap, class_index, layer_name, steps)
-        scores = average_drop_increase(model, image, heatmap, class_index, layer_name)
-        deletions.append(curves.deletion_auc)
-        insertions.append(curves.insertion_auc)
-        drops.append(scores.average_drop)
-        increases.append(scores.increase_in_confidence)
+        curves.append(deletion_insertion(model, image, heatmap, class_index, layer_name, steps))
+        scores.append(average_drop_increase(model, image, heatmap, class_index, layer_name))
+    return summarise_random_maps(curves, scores, class_index)
+
+
+def summarise_random_maps(curves, scores, class_index):
+    """Builds a `RandomBaseline` from each random map's `DeletionInsertion` and `AverageDropIncrease`."""
+    deletions = [curve.deletion_auc for curve in curves]
+    insertions = [curve.insertion_auc for curve in curves]
     return RandomBaseline(
         deletion_auc=float(np.mean(deletions)),
         insertion_auc=float(np.mean(insertions)),
         deletion_auc_spread=float(np.std(deletions)),
         insertion_auc_spread=float(np.std(insertions)),
-        average_drop=float(np.mean(drops)),
-        increase_in_confidence=float(np.mean(increases)),
+        average_drop=float(np.mean([score.average_drop for score in scores])),
+        increase_in_confidence=float(np.mean([score.increase_in_confidence for score in scores])),
         count=len(deletions),
-        class_index=class_index,
+        class_index=int(class_index),
     )
+
+
+def beats_chance(curves, baseline):
+    """Whether a map beats chance on deletion and on insertion, as the views judge it.
+
+    Args:
+        curves: The map's `DeletionInsertion`.
+        baseline: The `RandomBaseline` of the same image and class.
+
+    Returns:
+        (beats on deletion, beats on insertion): the map's deletion area is
+        below the random maps' by more than their spread (insertion above).
+    """
+    on_deletion = curves.deletion_auc < baseline.deletion_auc - baseline.deletion_auc_spread
+    on_insertion = curves.insertion_auc > baseline.insertion_auc + baseline.insertion_auc_spread
+    return bool(on_deletion), bool(on_insertion)

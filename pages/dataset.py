@@ -1,0 +1,242 @@
+"""Dataset: explanations of a whole set of images, the methods ranked, the report as a ZIP.
+
+Upload a ZIP of images (or, on a local server with `CONVVIZ_LOCAL_FOLDERS=1`,
+name a folder); every image is explained by the chosen CAM methods and each
+map scored (deletion/insertion, Average Drop, chance, optionally ROAD) in the
+server's job pool. Then: the method leaderboard, the images (misclassified and
+worst explained first), the confusions when labels are given, and the same
+report files the `convviz explain` command writes.
+"""
+
+import base64
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from convviz_app import cached, comparison, figures
+from convviz_app.router import hand_over_to_app
+from convviz_app.sidebar import current_selection, page_intro, require_model
+from convviz_core import InputError
+from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS, class_activation_map
+from convviz_core.jobs import JobCancelled
+from convviz_core.metrics.road import DEFAULT_FRACTIONS
+from convviz_core.overlays import overlay
+from convviz_core.reports.archive import images_from_zip
+from convviz_core.reports.batch import count_masked_inputs
+from convviz_core.reports.discovery import find_images
+from convviz_core.reports.files import explain_to_folder, manifest, write_manifest, zip_folder
+from convviz_core.reports.summary import image_table, leaderboard, parse_labels
+
+hand_over_to_app()
+
+# A local server may read folders; a public one must not (off by default).
+LOCAL_FOLDERS_VARIABLE = "CONVVIZ_LOCAL_FOLDERS"
+MAX_ZIP_MB = 200
+THUMBNAIL_SIDE = 96
+CONFUSIONS_SHOWN = 12
+RESULT_KEY = "dataset_result"
+REQUEST_KEY = "dataset_requested"
+
+selection = current_selection()
+page_intro(
+    "Dataset",
+    "One image says little about a model. Upload a ZIP of images: each is explained by the methods you "
+    "choose, and each map is scored by deleting and revealing the pixels it ranks first, next to random "
+    "maps. The leaderboard says which method explains this model best over the whole set; the table "
+    "shows the misclassified and the worst-explained images first.",
+    selection,
+)
+model = require_model(selection)
+layer = model.default_cam_layer()
+
+
+def thumbnail_url(image):
+    """A small PNG of an image as a data URL, for the table's picture column."""
+    scale = THUMBNAIL_SIDE / max(image.shape[:2])
+    small = figures.resize_to(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
+    return "data:image/png;base64," + base64.b64encode(figures.png_bytes(small)).decode("ascii")
+
+
+def explain_set(sources, names, methods, chance_seeds, road_fractions, labels, progress):
+    """The job: explain every image, write the report folder, keep only small pictures."""
+    total = len(sources) * count_masked_inputs(methods, 32, chance_seeds, road_fractions)
+    done = [0]
+
+    def report(count):
+        done[0] += count
+        progress(done[0], total)
+
+    kept, confusions = [], [0]
+
+    def on_image(explanation):
+        if explanation.error is None:
+            image = explanation.image
+            scores = explanation.methods.get("grad-cam") or next(iter(explanation.methods.values()))
+            placed = model.heatmap_on_input(layer, scores.heatmap)
+            explanation.thumbnail = thumbnail_url(image)
+            explanation.overlay = thumbnail_url(overlay(image, placed))
+            true = labels.get(explanation.name)
+            if true is not None and true != explanation.predicted_class and confusions[0] < CONFUSIONS_SHOWN:
+                confusions[0] += 1
+                true_map = class_activation_map(model, image, "grad-cam", class_index=true, layer_name=layer)
+                explanation.confusion = (
+                    figures.fit_within(overlay(image, model.heatmap_on_input(layer, true_map)), 480),
+                    figures.fit_within(overlay(image, placed), 480),
+                )
+            # The report's files are written: only the small pictures stay in memory.
+            explanation.image = None
+        kept.append(explanation)
+
+    folder = tempfile.mkdtemp(prefix="convviz-dataset-")
+    settings = {"images": len(sources), "layer": layer, "methods": methods, "class": "top", "steps": 32,
+                "chance_seeds": list(chance_seeds), "road": road_fractions is not None,
+                "road_fractions": None if road_fractions is None else list(road_fractions), "image_max_side": 1024}
+    explain_to_folder(
+        model, sources, names, folder, layer, on_image, methods=methods, steps=32, chance_seeds=chance_seeds,
+        road_fractions=road_fractions, progress=report, prepare_image=figures.fit_within,
+    )
+    write_manifest(folder, manifest("dataset", settings, model.name))
+    archive = zip_folder(folder)
+    for path in sorted(Path(folder).rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    Path(folder).rmdir()
+    return kept, archive
+
+
+upload = st.file_uploader("Images (a .zip)", type=["zip"], max_upload_size=MAX_ZIP_MB, key="dataset_zip")
+folder_text = ""
+if os.environ.get(LOCAL_FOLDERS_VARIABLE) == "1":
+    folder_text = st.text_input("...or a folder on this computer", help="Searched recursively for images.",
+                                key="dataset_folder")
+labels_file = st.file_uploader("Labels (optional CSV: image,label)", type=["csv"], max_upload_size=5,
+                               key="dataset_labels")
+methods = st.multiselect("Methods", list(CAM_METHODS), default=list(FAST_METHODS),
+                         format_func=comparison.method_title, key="dataset_methods")
+left, right = st.columns(2)
+with_chance = left.toggle("Chance level (3 random maps per image)", value=True, key="dataset_chance")
+with_road = right.toggle("ROAD (about 7 s per map and image)", value=False, key="dataset_road")
+# A flag, not the button's value: a rerun of the app (the sidebar may ask for
+# one) must not lose the click.
+st.button("Explain the set", type="primary", key="dataset_run",
+          on_click=st.session_state.__setitem__, args=(REQUEST_KEY, True))
+
+if st.session_state.pop(REQUEST_KEY, False):
+    try:
+        if not methods:
+            raise InputError("Choose at least one method.")
+        if folder_text:
+            paths = find_images([folder_text])
+            sources = paths
+            names = [path.relative_to(folder_text).as_posix() if path.is_relative_to(folder_text) else path.name
+                     for path in paths]
+            digest = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
+        elif upload is not None:
+            data = upload.getvalue()
+            members = images_from_zip(upload)
+            names = [name for name, _ in members]
+            sources = [value for _, value in members]
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            raise InputError("Upload a .zip of images first.")
+        labels = parse_labels(labels_file.getvalue(), model) if labels_file is not None else {}
+        chance_seeds = (0, 1, 2) if with_chance else ()
+        road_fractions = DEFAULT_FRACTIONS if with_road else None
+        key = ("dataset", selection.model_key, digest, tuple(methods), chance_seeds, with_road,
+               tuple(sorted(labels.items())))
+        kept, archive = comparison.run_long_job(
+            key,
+            lambda progress: explain_set(sources, names, methods, chance_seeds, road_fractions, labels, progress),
+            f"explanations of {len(sources)} images",
+        )
+        st.session_state[RESULT_KEY] = {"explanations": kept, "archive": archive, "labels": labels,
+                                        "model_key": selection.model_key}
+    except JobCancelled:
+        st.warning("The computation was cancelled. Run it again to start over.")
+    except InputError as error:
+        st.error(str(error))
+
+result = st.session_state.get(RESULT_KEY)
+if result is None or result["model_key"] != selection.model_key:
+    st.info("Upload a ZIP of images and press **Explain the set**.")
+    st.stop()
+
+explanations, labels = result["explanations"], result["labels"]
+explained = [item for item in explanations if item.error is None]
+st.caption(f"{len(explained)} of {len(explanations)} images explained at layer `{layer}`.")
+
+st.subheader("Leaderboard")
+board = leaderboard(explanations)
+
+
+def mean_with_spread(row, name, digits=3):
+    if row[name] is None:
+        return "—"
+    return f"{row[name]:.{digits}f} ± {row[name + '_spread']:.{digits}f}"
+
+
+def share(value):
+    return "—" if value is None else f"{value:.0%}"
+
+
+st.dataframe(
+    [
+        {
+            "Method": comparison.method_title(row["method"]),
+            "Deletion (lower is better)": mean_with_spread(row, "deletion_auc"),
+            "Insertion (higher is better)": mean_with_spread(row, "insertion_auc"),
+            "Average drop % (lower is better)": mean_with_spread(row, "average_drop", 1),
+            "ROAD (higher is better)": mean_with_spread(row, "road_combined"),
+            "Beats chance on both": share(row["beats_chance"]),
+            "on deletion": share(row["beats_chance_deletion"]),
+            "on insertion": share(row["beats_chance_insertion"]),
+        }
+        for row in sorted(board, key=lambda row: row["deletion_auc"] - row["insertion_auc"])
+    ],
+    hide_index=True,
+)
+st.caption("Mean ± standard deviation over the images; methods ordered by insertion minus deletion.")
+
+st.subheader("Images")
+rows = image_table(explanations, model, labels)
+st.dataframe(
+    [
+        {
+            "Image": row["image"],
+            "Photo": getattr(row["explanation"], "thumbnail", None),
+            "Grad-CAM": getattr(row["explanation"], "overlay", None),
+            "Predicted": row.get("predicted"),
+            "Probability": row.get("probability"),
+            "True": row.get("true"),
+            "Insertion − deletion": row.get("faithfulness"),
+            "Error": row["error"],
+        }
+        for row in rows
+    ],
+    column_config={
+        "Photo": st.column_config.ImageColumn("Photo"),
+        "Grad-CAM": st.column_config.ImageColumn("Grad-CAM"),
+        "Probability": st.column_config.NumberColumn(format="%.3f"),
+        "Insertion − deletion": st.column_config.NumberColumn(format="%.3f"),
+    },
+    hide_index=True,
+    row_height=70,
+)
+st.caption("Misclassified first (with labels), then the worst explained (lowest insertion − deletion). "
+           "Click a column to sort.")
+
+confused = [row for row in rows if getattr(row["explanation"], "confusion", None) is not None]
+if labels:
+    st.subheader("Confusions")
+    if not confused:
+        st.write("No image of the labelled ones is misclassified.")
+    for row in confused:
+        true_overlay, predicted_overlay = row["explanation"].confusion
+        left, right = st.columns(2)
+        left.image(true_overlay, caption=f"{row['image']}: Grad-CAM for the true class, {row['true']}")
+        right.image(predicted_overlay, caption=f"...and for the predicted class, {row['predicted']}")
+
+st.download_button("Download the report (ZIP)", data=result["archive"], file_name="convviz-report.zip",
+                   mime="application/zip")
