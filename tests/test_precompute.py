@@ -109,3 +109,12 @@ def test_a_failed_atlas_is_reported_and_the_exit_code_is_1(model, tmp_path, monk
     lines = precompute.summarize(outcomes)
     assert lines[0].startswith("0 atlases computed, 0 already cached, 1 failed")
     assert "conv_a" in lines[1]
+
+
+def test_each_models_default_layer_comes_first(model, tmp_path):
+    # The default layer (the one with the most filters here: conv_b) is what every student opens first.
+    outcomes = precompute.precompute([model], methods=("book", "clear"), store=FilterAtlasCache(tmp_path))
+    assert [(o.layer, o.method) for o in outcomes] == [
+        ("conv_b", "book"), ("conv_b", "clear"), ("conv_a", "book"), ("pool", "book"), ("conv_a", "clear"),
+    ]
+    assert all(outcome.state == "computed" for outcome in outcomes)

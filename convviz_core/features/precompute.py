@@ -126,6 +126,10 @@ def precompute(models, methods=("book", "clear"), layers=None, store=None, repor
     """
     store = store or FilterAtlasCache()
     plan = [(model, *entry) for model in models for entry in planned_atlases(model, methods, layers)]
+    # What every student opens first comes first: each model's default layer,
+    # so that a build or a run cut short still has it.
+    defaults = {(model.name, default_pattern_layer(model)) for model in models}
+    plan.sort(key=lambda entry: (entry[0].name, entry[1]) not in defaults)
     outcomes = []
     for index, (model, layer, method, request) in enumerate(plan, start=1):
         if report is not None:
