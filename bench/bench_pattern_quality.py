@@ -172,7 +172,7 @@ def save_comparison(rows, path):
     from PIL import Image, ImageDraw
 
     tile, margin, label_height = 128, 4, 18
-    columns = max(len(book) for _, book, _ in rows)
+    columns = max(len(book) for _, book, _, _ in rows)
     width = columns * (tile + margin) + margin
     height = len(rows) * 3 * (tile + margin + label_height) + margin
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
