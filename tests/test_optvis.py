@@ -306,7 +306,7 @@ def test_one_channel_objectives_compute_the_same_as_the_whole_layer(monkeypatch)
     # of the layer (`patterns.chosen_channels`); computing the whole layer
     # and picking the channel is the reference. Compiled functions are cached
     # per `VisionModel`, so each way gets a model of its own (same weights).
-    options = dict(size=SIZE, steps=6, learning_rate=0.1, seed=2)
+    options = {"size": SIZE, "steps": 6, "learning_rate": 0.1, "seed": 2}
     fast_model = VisionModel(build_free_model(), preprocess=scale_pixels)
     fast = {objective: render.render_images(fast_model, "conv_b", [3, 1], objective=objective, **options)
             for objective in ("channel", "neuron")}

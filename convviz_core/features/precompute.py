@@ -156,8 +156,10 @@ def summarize(outcomes):
     counts = {state: [o for o in outcomes if o.state == state] for state in ("computed", "cached", "failed")}
     seconds = sum(outcome.seconds for outcome in outcomes)
     lines = [
-        f"{len(counts['computed'])} atlases computed, {len(counts['cached'])} already cached, "
-        f"{len(counts['failed'])} failed, in {seconds:.0f} s."
+        (
+            f"{len(counts['computed'])} atlases computed, {len(counts['cached'])} already cached, "
+            f"{len(counts['failed'])} failed, in {seconds:.0f} s."
+        )
     ]
     for outcome in counts["failed"]:
         lines.append(f"failed: {outcome.model_name} {outcome.layer} ({outcome.method}): {outcome.message}")
