@@ -30,12 +30,15 @@ def model():
 def test_a_precomputed_atlas_is_found_by_the_pages_own_request_without_computing(model, tmp_path, monkeypatch):
     report = []
     outcomes = precompute.precompute(
-        [model], methods=("book", "clear"), layers=["conv_b"], store=FilterAtlasCache(tmp_path),
+        [model], methods=("book", "clear", "large"), layers=["conv_b"], store=FilterAtlasCache(tmp_path),
         report=lambda index, total, outcome: report.append((index, total, outcome and outcome.state)),
     )
-    assert [(o.layer, o.method, o.state) for o in outcomes] == [("conv_b", "book", "computed"), ("conv_b", "clear", "computed")]
-    assert report == [(1, 2, None), (1, 2, "computed"), (2, 2, None), (2, 2, "computed")]
-    assert len(list(tmp_path.glob("tiny-*.npy"))) == 2
+    assert [(o.layer, o.method, o.state) for o in outcomes] == [
+        ("conv_b", "book", "computed"), ("conv_b", "clear", "computed"),
+        *[(f"conv_b, filter {index}", "large", "computed") for index in range(6)],
+    ]
+    assert report[:4] == [(1, 8, None), (1, 8, "computed"), (2, 8, None), (2, 8, "computed")]
+    assert len(list(tmp_path.glob("tiny-*.npy"))) == 8
 
     # A new server on the same folder: the page's requests are answered from disk, nothing is computed.
     def no_computing(*args, **kwargs):
@@ -52,16 +55,23 @@ def test_a_precomputed_atlas_is_found_by_the_pages_own_request_without_computing
         atlas = ticket.result()
         assert atlas.source == "disk"
         assert atlas.patterns.shape == (6, 128, 128, 3)
+    # "One filter, large" of any filter of the grid.
+    choice = atlas_service.AtlasChoice(layer="conv_b")
+    large = atlas_service.large_pattern_request(model, choice, 5)
+    ticket = atlas_service.submit_atlas(server_store, model, large, builtin=True, session_id="student")
+    assert ticket.done() and ticket.result().source == "disk"
+    assert ticket.result().patterns.shape == (1, atlas_service.LARGE_PATTERN_SIZE, atlas_service.LARGE_PATTERN_SIZE, 3)
 
     # Run again: everything is already there.
     again = precompute.precompute([model], methods=("book",), layers=["conv_b"], store=FilterAtlasCache(tmp_path))
     assert [o.state for o in again] == ["cached"]
 
 
-def test_the_default_plan_is_every_layer_for_the_book_and_the_lesson_layers_for_the_clear_mode(model):
+def test_the_default_plan_is_every_layer_for_the_book_the_lesson_layers_for_the_clear_mode_and_large_patterns(model):
     plan = precompute.planned_atlases(model)
     assert [(layer, method) for layer, method, _ in plan] == [
         ("conv_a", "book"), ("conv_b", "book"), ("pool", "book"), ("conv_a", "clear"), ("conv_b", "clear"),
+        *[(f"conv_b, filter {index}", "large") for index in range(6)],
     ]
     book = plan[0][2]
     assert (book.method, book.schedule, book.filter_indices, book.height) == ("gradient-ascent", "matched", (0, 1, 2, 3), 128)
@@ -86,7 +96,7 @@ def test_clear_mode_layers_spread_over_depth():
     "arguments, message",
     [
         (["--models", "vgg16"], "only offline models"),
-        (["--methods", "fast"], "Choose methods among book, clear"),
+        (["--methods", "fast"], "Choose methods among book, clear, large"),
         (["--layers", "no_such_layer", "--models", "small-convnet"], "no_such_layer"),
     ],
 )

@@ -30,6 +30,11 @@ from convviz_core.features.patterns import _CONVOLUTION_TYPES, default_pattern_l
 
 # The page's names for the methods, as the command takes them.
 METHOD_NAMES = {"book": "gradient-ascent", "clear": "fourier"}
+# The Filters page's "One filter, large": the book's pattern of one filter of
+# the grid at `atlas_service.LARGE_PATTERN_SIZE`, the one that fires most on
+# the student's photo, so any of the grid's filters.
+LARGE = "large"
+METHODS = (*METHOD_NAMES, LARGE)
 # Convolutions of a model whose clear-mode atlases are computed ahead.
 CLEAR_MODE_LAYER_COUNT = 5
 
@@ -84,33 +89,44 @@ def clear_mode_layers(model, count=CLEAR_MODE_LAYER_COUNT):
     return [name for name in model.layer_names if name in chosen]
 
 
-def planned_atlases(model, methods=("book", "clear"), layers=None):
+def planned_atlases(model, methods=METHODS, layers=None):
     """The (layer, method name, `AtlasRequest`) of everything to compute for a model, as the page asks for it.
 
     Args:
         model: A `VisionModel`.
-        methods: Names from `METHOD_NAMES`.
+        methods: Names from `METHODS`: "book" and "clear" are the grids,
+            "large" the page's large pattern of each grid filter (one
+            request per filter; its layer is named "layer, filter N").
         layers: Layer names, or None: every layer for "book",
-            `clear_mode_layers` for "clear". Names the model lacks are
-            left out (a list may name layers of several models).
+            `clear_mode_layers` for "clear", the default layer for
+            "large". Names the model lacks are left out (a list may name
+            layers of several models).
 
     Raises:
         InputError: For an unknown method.
     """
     planned = []
     for method in methods:
-        if method not in METHOD_NAMES:
-            raise InputError(f"Choose methods among {', '.join(METHOD_NAMES)}. Received: {method!r}")
+        if method not in METHODS:
+            raise InputError(f"Choose methods among {', '.join(METHODS)}. Received: {method!r}")
         chosen = layers
         if chosen is None:
-            chosen = model.layer_names if method == "book" else clear_mode_layers(model)
+            defaults = {"book": model.layer_names, "clear": clear_mode_layers(model)}
+            chosen = defaults.get(method, [default_pattern_layer(model)])
         for layer in (name for name in chosen if name in model.layer_names):
+            if method == LARGE:
+                choice = atlas_service.AtlasChoice(layer=layer, method=METHOD_NAMES["book"])
+                for index in atlas_service.chosen_filters(model, choice):
+                    request = atlas_service.large_pattern_request(model, choice, index)
+                    if request is not None:
+                        planned.append((f"{layer}, filter {index}", method, request))
+                continue
             choice = atlas_service.AtlasChoice(layer=layer, method=METHOD_NAMES[method])
             planned.append((layer, method, atlas_service.grid_request(model, choice)))
     return planned
 
 
-def precompute(models, methods=("book", "clear"), layers=None, store=None, report=None):
+def precompute(models, methods=METHODS, layers=None, store=None, report=None):
     """Computes every planned atlas of the models that the disk cache lacks.
 
     Args:
@@ -126,10 +142,10 @@ def precompute(models, methods=("book", "clear"), layers=None, store=None, repor
     """
     store = store or FilterAtlasCache()
     plan = [(model, *entry) for model in models for entry in planned_atlases(model, methods, layers)]
-    # What every student opens first comes first: each model's default layer,
-    # so that a build or a run cut short still has it.
+    # What every student opens first comes first: each model's default grids,
+    # then its large patterns, so that a build or a run cut short has them.
     defaults = {(model.name, default_pattern_layer(model)) for model in models}
-    plan.sort(key=lambda entry: (entry[0].name, entry[1]) not in defaults)
+    plan.sort(key=lambda entry: 1 if entry[2] == LARGE else 0 if (entry[0].name, entry[1]) in defaults else 2)
     outcomes = []
     for index, (model, layer, method, request) in enumerate(plan, start=1):
         if report is not None:
@@ -186,8 +202,9 @@ def main(arguments=None):
         help="layers (default: every layer for the book's method, a few across depth for the clear mode)",
     )
     parser.add_argument(
-        "--methods", nargs="+", default=["book", "clear"], metavar="METHOD",
-        help="book (gradient ascent, matched schedule) and/or clear (the clear mode); default: both",
+        "--methods", nargs="+", default=list(METHODS), metavar="METHOD",
+        help="book (gradient ascent, matched schedule), clear (the clear mode), large (the page's large "
+        "pattern of each grid filter, 150 px, of the default layer); default: all three",
     )
     parser.add_argument("--dry-run", action="store_true", help="list what would be computed, compute nothing")
     options = parser.parse_args(arguments)
