@@ -143,7 +143,7 @@ def test_the_method_and_objective_are_part_of_the_key(model):
     fourier = request_for(model, method="fourier", steps=None, precision=None)
     neuron = request_for(model, method="fourier", objective="neuron", steps=None, precision=None)
     assert len({book.key, fourier.key, neuron.key}) == 3
-    assert (fourier.steps, fourier.step_size, fourier.precision) == (128, 0.05, "float32")
+    assert (fourier.steps, fourier.step_size, fourier.precision) == (40, 0.12, "float32")
     # The clear mode has its own step rule (Adam): a gradient-ascent schedule does not split its key.
     assert request_for(model, method="fourier", steps=None, precision=None, schedule="matched").key == fourier.key
     with pytest.raises(InputError, match="needs method='fourier'"):

@@ -54,7 +54,7 @@ from convviz_core.models.registry import BUILTIN_MODELS
 from convviz_core.paths import cache_dir
 
 # Bump when the meaning or layout of a stored atlas changes.
-ATLAS_FORMAT_VERSION = 2
+ATLAS_FORMAT_VERSION = 3
 # The disk cache is pruned, oldest first, above this size. An 8x8 atlas of a
 # 224x224 model is 9.6 MB, so this keeps about two hundred of them.
 MAX_DISK_BYTES = 2 * 1024**3

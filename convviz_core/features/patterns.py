@@ -45,7 +45,6 @@ MATCHED_STEP_GRAIN = 2
 # filters (measured on EfficientNet-Lite0's deep layers, 16 filters each:
 # with no margin 2-3 of 16 stayed 6-8% below the book's objective).
 MATCHED_MARGIN = 1.1
-FOURIER_LEARNING_RATE = 0.05
 # The most gradient-ascent steps one request may ask for (the book uses 30 to 40).
 MAX_STEPS = 1000
 
@@ -164,26 +163,51 @@ def _chosen_channel_conv(layer, inputs, filter_indices):
     return layer.activation(outputs)
 
 
-def _build_ascent_function(model, layer_name, precision):
-    plan = model.plan
+def precision_plan(model, precision):
+    """The `GraphPlan` that computes in `precision`: the model's own, or its private bf16 twin.
+
+    Falls back to the model's own plan (float32) when the twin cannot be built.
+    """
     if precision == "bfloat16":
-        plan = model.cached_function(("bfloat16_twin",), lambda: _bfloat16_twin(model)) or plan
+        return model.cached_function(("bfloat16_twin",), lambda: _bfloat16_twin(model)) or model.plan
+    return model.plan
+
+
+def chosen_channels(model, plan, layer_name, images, filter_indices):
+    """Runs a plan from pixels to a layer and returns each image's own channel of it.
+
+    Where the layer allows it (`_computes_one_channel_each`), only the chosen
+    channel of each image is computed (`_chosen_channel_conv`); otherwise the
+    layer is run whole and the channels gathered. Only the graph up to the
+    layer runs.
+
+    Args:
+        model: A `VisionModel` (for its preprocessing).
+        plan: `model.plan` or `precision_plan(model, ...)`.
+        layer_name: A layer from `model.layer_names`.
+        images: float32 (n, height, width, 3) in pixel space (0-255).
+        filter_indices: int32 (n,), the channel each image needs.
+
+    Returns:
+        float32 (n, out height, out width).
+    """
     layer = plan.layers[layer_name][0].layer
+    overrides = {}
     one_channel = _computes_one_channel_each(layer)
+    if one_channel:
+        overrides[layer_name] = lambda layer, inputs, **_: _chosen_channel_conv(layer, inputs, filter_indices)
+    captured, _ = plan.run(model.preprocess(images), taps=(layer_name,), overrides=overrides)
+    activation = tf.cast(captured[layer_name], tf.float32)
+    if one_channel:
+        return activation[..., 0]
+    return tf.gather(activation, filter_indices, axis=3, batch_dims=1)
+
+
+def _build_ascent_function(model, layer_name, precision):
+    plan = precision_plan(model, precision)
 
     def mean_activations(images, filter_indices):
-        overrides = {}
-        if one_channel:
-            overrides[layer_name] = lambda layer, inputs, **_: _chosen_channel_conv(
-                layer, inputs, filter_indices
-            )
-        captured, _ = plan.run(model.preprocess(images), taps=(layer_name,), overrides=overrides)
-        activation = tf.cast(captured[layer_name], tf.float32)
-        if one_channel:
-            chosen = activation[..., 0]
-        else:
-            chosen = tf.gather(activation, filter_indices, axis=3, batch_dims=1)
-        return tf.reduce_mean(chosen, axis=[1, 2])
+        return tf.reduce_mean(chosen_channels(model, plan, layer_name, images, filter_indices), axis=[1, 2])
 
     @tf.function(
         input_signature=[
@@ -612,7 +636,8 @@ def filter_patterns(
         steps: Optimisation steps. Default: 40 (the book's) for
             gradient ascent, `optvis.render.DEFAULT_STEPS` for fourier.
         step_size: Size of each step. Default: 1.0 (the book's) for gradient
-            ascent, Adam's learning rate 0.05 for fourier.
+            ascent, Adam's learning rate
+            `optvis.render.DEFAULT_LEARNING_RATE` for fourier.
         seed: The same seed gives the same patterns.
         precision: "float32", "bfloat16" or None for `default_precision()`
             (gradient ascent only).
@@ -660,9 +685,9 @@ def filter_patterns(
 def method_defaults(method):
     """(steps, step size) a method uses when none are given."""
     if method == "fourier":
-        from convviz_core.features.optvis.render import DEFAULT_STEPS
+        from convviz_core.features.optvis.render import DEFAULT_LEARNING_RATE, DEFAULT_STEPS
 
-        return DEFAULT_STEPS, FOURIER_LEARNING_RATE
+        return DEFAULT_STEPS, DEFAULT_LEARNING_RATE
     return BOOK_STEPS, BOOK_STEP_SIZE
 
 

@@ -21,6 +21,7 @@ from convviz_core.features.optvis import objectives as objectives_module
 from convviz_core.features.optvis.param.color import to_valid_rgb
 from convviz_core.features.optvis.param.spatial import PARAMETERIZATIONS, image_parameterization
 from convviz_core.features.optvis.transform import TRANSFORM_SETS, compose, transforms_named
+from convviz_core.features.patterns import chosen_channels
 
 TRACE_COUNTS = {"render_patterns": 0}
 
@@ -35,12 +36,20 @@ STEPS_PER_CALL = 16
 TRANSFORM_GROWTH = 0
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 MIN_SIZE, MAX_SIZE = 16, 512
-# Adam steps by default. Lucid runs 512; with the Fourier parameterisation the
-# quality measures of bench/bench_pattern_quality.py are the same after 128
-# steps as after 256 on EfficientNet-Lite0 (transform robustness 0.95 and
-# 0.93-0.94 on block2b/block5a, high-frequency share 0.22-0.23 and 0.30-0.33),
-# at half the cost.
-DEFAULT_STEPS = 128
+# Adam steps and step size by default. Lucid runs 512 steps at 0.05; the
+# quality measures of bench/bench_pattern_quality.py (transform robustness,
+# high-frequency share) are the same after 32 steps as after 128 on
+# EfficientNet-Lite0, but at 0.05 the pictures are still pale: the objective
+# climbs with steps times step size. 40 steps at 0.12 reach 85-90% of the
+# objective of 128 steps at 0.05 (0.05 for 40 steps: 65-75%) and look the
+# same, in under a third of the time. A larger step size in fewer steps
+# (0.15 for 32, 0.3 for 24) gave busier, noisier pictures, and a step size
+# decaying over the steps (cosine, to a tenth) reached less
+# (measured 2026-12-06 with bench_pattern_quality.py's measures).
+DEFAULT_STEPS = 40
+DEFAULT_LEARNING_RATE = 0.12
+# Objectives that read one channel of the layer per image.
+ONE_CHANNEL_OBJECTIVES = ("channel", "neuron")
 
 
 def _layer_runs_at(model, layer_name, side):
@@ -102,17 +111,28 @@ def _build_render_function(model, layer_name, settings):
     transform = compose(transforms_named(settings["transforms"]))
     model_size = settings["model_size"]
     decorrelate = settings["decorrelate"]
+    # Float32 whatever the CPU: in bf16 a step took twice as long on
+    # EfficientNet-Lite0 on an AVX512-BF16 CPU (its depthwise convolutions).
     plan = model.plan
+    # The channel and neuron objectives read one channel per image, so the
+    # layer computes only that one (`patterns.chosen_channels`); the
+    # diversity term compares whole layers.
+    one_channel_each = settings["objective"] in ONE_CHANNEL_OBJECTIVES
 
     def pixels_of(parameters):
         return to_valid_rgb(parameterization.to_image(parameters), decorrelate)
 
-    def objective_values(parameters, filter_indices, seed):
-        images = transform(pixels_of(parameters), seed)
+    def objective_of_pixels(images, filter_indices):
         if model_size is not None:
             images = tf.image.resize(images, model_size)
+        if one_channel_each:
+            chosen = chosen_channels(model, plan, layer_name, images * 255.0, filter_indices)
+            return objective(chosen[..., tf.newaxis], tf.zeros_like(filter_indices))
         captured, _ = plan.run(model.preprocess(images * 255.0), taps=(layer_name,))
         return objective(captured[layer_name], filter_indices)
+
+    def objective_values(parameters, filter_indices, seed):
+        return objective_of_pixels(transform(pixels_of(parameters), seed), filter_indices)
 
     parameter_spec = tf.TensorSpec((None, *parameterization.parameter_shape), tf.float32)
 
@@ -129,7 +149,14 @@ def _build_render_function(model, layer_name, settings):
         ]
     )
     def optimize(
-        parameters, first_moment, second_moment, filter_indices, first_step, steps, seed, learning_rate
+        parameters,
+        first_moment,
+        second_moment,
+        filter_indices,
+        first_step,
+        steps,
+        seed,
+        learning_rate,
     ):
         TRACE_COUNTS["render_patterns"] += 1
 
@@ -167,11 +194,7 @@ def _build_render_function(model, layer_name, settings):
     @tf.function(input_signature=[parameter_spec, tf.TensorSpec((None,), tf.int32)])
     def evaluate(parameters, filter_indices):
         """The objective on the untransformed image (at the model size if fixed)."""
-        images = pixels_of(parameters)
-        if model_size is not None:
-            images = tf.image.resize(images, model_size)
-        captured, _ = plan.run(model.preprocess(images * 255.0), taps=(layer_name,))
-        return objective(captured[layer_name], filter_indices)
+        return objective_of_pixels(pixels_of(parameters), filter_indices)
 
     return parameterization, optimize, pixels, evaluate
 
@@ -240,7 +263,7 @@ def render_images(
     objective="channel",
     size=128,
     steps=DEFAULT_STEPS,
-    learning_rate=0.05,
+    learning_rate=DEFAULT_LEARNING_RATE,
     seed=0,
     parameterization="fourier",
     decorrelate=True,
@@ -325,7 +348,7 @@ def render_patterns(
     objective="channel",
     size=128,
     steps=DEFAULT_STEPS,
-    learning_rate=0.05,
+    learning_rate=DEFAULT_LEARNING_RATE,
     seed=0,
     parameterization="fourier",
     decorrelate=True,
