@@ -179,6 +179,7 @@ class LiveStats:
         frames_per_second: Processed frames per second, over the recent frames.
         latency_ms: Median time from a frame's arrival at the processor to
             its picture, over the recent frames.
+        latency_p95_ms: The 95th percentile of the same.
         label: The top class of the last frame ("" before the first).
         probability: Its probability.
         error: The message of a user error (e.g. a model without classes), or "".
@@ -188,6 +189,7 @@ class LiveStats:
     dropped: int = 0
     frames_per_second: float = 0.0
     latency_ms: float = 0.0
+    latency_p95_ms: float = 0.0
     label: str = ""
     probability: float = 0.0
     error: str = ""
@@ -209,9 +211,10 @@ class LiveProcessor:
     Args:
         settings: The first `LiveSettings`.
         clock: Function returning seconds (monotonic), for tests.
+        recent_frames: How many recent frames `stats` describes.
     """
 
-    def __init__(self, settings, clock=time.monotonic):
+    def __init__(self, settings, clock=time.monotonic, recent_frames=RECENT_FRAMES):
         self._lock = threading.Lock()
         self._frame_waiting = threading.Condition(self._lock)
         self._settings = settings
@@ -222,8 +225,8 @@ class LiveProcessor:
         self._stopped = False
         self._frames = 0
         self._dropped = 0
-        self._finished = collections.deque(maxlen=RECENT_FRAMES)  # times pictures were done
-        self._latencies = collections.deque(maxlen=RECENT_FRAMES)
+        self._finished = collections.deque(maxlen=recent_frames)  # times pictures were done
+        self._latencies = collections.deque(maxlen=recent_frames)
         self._label, self._probability, self._error = "", 0.0, ""
 
     def update(self, settings):
@@ -328,6 +331,7 @@ class LiveProcessor:
                 dropped=self._dropped,
                 frames_per_second=(len(finished) - 1) / span if span > 0 else 0.0,
                 latency_ms=1000 * float(np.median(latencies)) if latencies else 0.0,
+                latency_p95_ms=1000 * float(np.percentile(latencies, 95)) if latencies else 0.0,
                 label=self._label,
                 probability=self._probability,
                 error=self._error,
