@@ -83,19 +83,21 @@ except InputError as error:
     st.error(f"{error} Until then the stream connects without an ICE server.")
     configuration = {"iceServers": []}
 
+video_column, status_column = st.columns([3, 2])
 try:
-    context = webrtc.webrtc_streamer(
-        key=STREAM_KEY,
-        mode=webrtc.WebRtcMode.SENDRECV,
-        rtc_configuration=configuration,
-        media_stream_constraints=MEDIA_STREAM_CONSTRAINTS,
-        video_processor_factory=lambda: LiveProcessor(settings),
-        async_processing=True,
-        video_html_attrs={
-            "autoPlay": True, "controls": False, "muted": True, "playsInline": True, "style": {"width": "100%"},
-        },
-        translations={"start": "Start the camera", "stop": "Stop"},
-    )
+    with video_column:
+        context = webrtc.webrtc_streamer(
+            key=STREAM_KEY,
+            mode=webrtc.WebRtcMode.SENDRECV,
+            rtc_configuration=configuration,
+            media_stream_constraints=MEDIA_STREAM_CONSTRAINTS,
+            video_processor_factory=lambda: LiveProcessor(settings),
+            async_processing=True,
+            video_html_attrs={
+                "autoPlay": True, "controls": False, "muted": True, "playsInline": True, "style": {"width": "100%"},
+            },
+            translations={"start": "Start the camera", "stop": "Stop"},
+        )
 except Exception as error:  # noqa: BLE001  (Streamlit's reruns are BaseExceptions and pass)
     # The component needs Streamlit's full server (a session, a WebSocket); where it cannot
     # run, say so instead of a traceback.
@@ -115,13 +117,14 @@ def show_status():
     stats = processor.stats() if processor is not None else LiveStats()
     state = watch.observe(context.state.playing or context.state.signalling, stats.frames, time.monotonic())
     if state == "live":
+        st.subheader(f"{stats.label} · {stats.probability:.0%}", anchor=False)
         st.markdown(
-            f"**{stats.label}** ({stats.probability:.0%}) · {stats.frames} frames shown · "
-            f"{stats.frames_per_second:.1f} frames/s · {stats.latency_ms:.0f} ms per frame · "
+            f"{stats.frames} frames shown · {stats.frames_per_second:.1f} frames/s · "
+            f"{stats.latency_ms:.0f} ms per frame (p95 {stats.latency_p95_ms:.0f} ms) · "
             f"{stats.dropped} dropped to stay live",
             help="Frames shown: pictures the server computed and sent back. Per frame: from the frame's "
-            "arrival on the server to its picture (median of the last 30). Dropped: frames that arrived "
-            "while the previous one was being computed.",
+            "arrival on the server to its picture (median and 95th percentile of the last 30). Dropped: "
+            "frames that arrived while the previous one was being computed.",
         )
     elif state == "connecting":
         st.info("Connecting the camera to the server…")
@@ -140,5 +143,6 @@ def show_status():
         st.error(stats.error)
 
 
-show_status()
-st.caption(f"No live stream? {SNAPSHOT_HINT}")
+with status_column:
+    show_status()
+    st.caption(f"No live stream? {SNAPSHOT_HINT}")
