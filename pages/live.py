@@ -22,6 +22,7 @@ from convviz_app.live_stream import (
     import_streamlit_webrtc,
     rtc_configuration,
 )
+from convviz_app.address import Address, number, one_of
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -30,8 +31,8 @@ from convviz_core.live import analyze_frame
 hand_over_to_app()
 
 SNAPSHOT_HINT = (
-    "You can still use your camera: in the sidebar, under **Image**, choose **Camera** and take a "
-    "snapshot; every page then shows what the network sees in it."
+    "You can still use your camera: in the sidebar, under **Image**, turn on **Camera** and take a "
+    "photo; every page then shows what the network sees in it."
 )
 STREAM_KEY = "live_stream"
 WATCH_KEY = "live_connection_watch"
@@ -61,16 +62,34 @@ except InputError as error:
     st.error(f"The live view needs a model that names classes. {error}")
     st.stop()
 
+address = Address("live", ("layer", "alpha"))
 layer_column, alpha_column = st.columns([3, 2])
-layer = layer_column.selectbox(
+layer = address.control(
+    "layer",
+    layer_column.selectbox,
     "Layer",
-    model.layer_names,
-    index=model.layer_names.index(default_layer),
     key=f"live_layer:{selection.model_key}",
+    parse=one_of(model.layer_names),
+    initial=default_layer,
+    advanced=True,
+    options=model.layer_names,
+    index=model.layer_names.index(default_layer),
     help="Both the channels and the heatmap come from this layer. The last convolution (the default) is "
     "coarse but the most class-specific; early layers show edges and colours.",
 )
-alpha = alpha_column.slider("Overlay strength", min_value=0.0, max_value=1.0, value=0.4, step=0.05, key="live_alpha")
+alpha = address.control(
+    "alpha",
+    alpha_column.slider,
+    "Overlay strength",
+    key="live_alpha",
+    parse=number(0.0, 1.0),
+    initial=0.4,
+    text="{:.2f}".format,
+    min_value=0.0,
+    max_value=1.0,
+    value=0.4,
+    step=0.05,
+)
 settings = LiveSettings(model=model, layer_name=layer, alpha=alpha)
 # The layer's pass is compiled on its first frame, which takes seconds; streamlit-webrtc
 # stops a stream whose frame takes over 10 s, so compile it here, before the stream needs it.

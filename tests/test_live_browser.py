@@ -166,7 +166,7 @@ def test_where_webrtc_cannot_connect_the_page_offers_the_snapshot_camera(live_se
         start_the_camera(page, live_server)
         warning = page.get_by_text("The live stream could not connect")
         warning.wait_for(timeout=STREAM_SECONDS * 1000)
-        assert "choose Camera" in warning.inner_text()
+        assert "turn on Camera and take a photo" in warning.inner_text()
         assert frames_shown(page) is None
 
 

@@ -31,7 +31,7 @@ from convviz_app.live_stream import (
 from convviz_core import InputError, VisionModel
 from convviz_core.live import analyze_frame
 
-from test_gradcam import build_known_model, known_image
+from test_gradcam import build_known_model
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -200,24 +200,36 @@ def test_streamlit_webrtc_loads_after_tensorflow_without_crashing():
     assert "loaded webrtc_streamer" in result.stdout
 
 
-def open_live_page():
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+def open_live_page(**query):
+    """Opens /live (with a link's query) as a new session's first request."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
     at.switch_page("pages/live.py").run()
     assert not at.exception, [exception.value for exception in at.exception]
     return at
 
 
-def test_the_page_offers_the_layers_and_the_snapshot_camera_where_the_stream_cannot_run():
+def test_the_page_offers_the_layers_and_the_snapshot_camera_where_the_stream_cannot_run(private_cache_dir):
     # AppTest has no WebSocket session, so the component cannot run: the page says so.
     at = open_live_page()
     assert at.title[0].value == "Live: the network watching your camera"
     assert at.selectbox(key="live_layer:builtin:efficientnet-lite0").value == "top_activation"
     [warning] = at.warning
     assert "The live camera stream cannot run here" in warning.value
-    assert "under **Image**, choose **Camera**" in warning.value
+    assert "under **Image**, turn on **Camera**" in warning.value
 
 
-def test_the_page_says_when_streamlit_webrtc_is_missing(monkeypatch):
+def test_a_link_opens_the_live_view_with_its_model_layer_and_overlay_strength(private_cache_dir):
+    at = open_live_page(model="small-convnet", layer="conv2d_1", alpha="0.70")
+    assert at.selectbox(key="live_layer:builtin:small-convnet").value == "conv2d_1"
+    assert at.slider(key="live_alpha").value == pytest.approx(0.7)
+    assert dict(at.query_params) == {"model": "small-convnet", "image": "chelsea", "layer": "conv2d_1", "alpha": "0.70"}
+    at.slider(key="live_alpha").set_value(0.25).run()
+    assert at.query_params["alpha"] == "0.25"
+
+
+def test_the_page_says_when_streamlit_webrtc_is_missing(monkeypatch, private_cache_dir):
     def missing():
         raise ImportError("No module named 'streamlit_webrtc'", name="streamlit_webrtc")
 
@@ -225,4 +237,4 @@ def test_the_page_says_when_streamlit_webrtc_is_missing(monkeypatch):
     at = open_live_page()
     [warning] = at.warning
     assert warning.value.startswith("The live camera stream is not available on this server (streamlit_webrtc is not installed).")
-    assert "choose **Camera**" in warning.value
+    assert "turn on **Camera**" in warning.value
