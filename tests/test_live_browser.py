@@ -61,9 +61,10 @@ def expected_picture_size():
 
 
 @contextlib.contextmanager
-def camera_browser(playwright, folder, preferences=None):
+def camera_browser(playwright, folder, preferences=None, size=CAMERA):
     """A fresh page of headless chromium whose camera plays a clip of the sample photos."""
-    clip = write_y4m(panning_frames(seconds=2, fps=15, size=CAMERA), Path(folder) / "camera.y4m", fps=15)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    clip = write_y4m(panning_frames(seconds=2, fps=15, size=size), Path(folder) / "camera.y4m", fps=15)
     profile = Path(folder) / "profile"
     (profile / "Default").mkdir(parents=True, exist_ok=True)
     (profile / "Default" / "Preferences").write_text(json.dumps(preferences or {}))
@@ -176,7 +177,7 @@ def save_screenshots(folder):
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch, streamlit_server(Path(scratch) / "streamlit.log") as base_url:
         with playwright_api.sync_playwright() as playwright:
-            with camera_browser(playwright, Path(scratch) / "working") as page:
+            with camera_browser(playwright, Path(scratch) / "working", size=(480, 640)) as page:
                 start_the_camera(page, base_url)
                 wait_for_frames(page, 10, STREAM_SECONDS)
                 screenshot_whole_page(page, folder / "live.png")
