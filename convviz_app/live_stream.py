@@ -40,9 +40,9 @@ MEDIA_STREAM_CONSTRAINTS = {
     "video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15}},
     "audio": False,
 }
-# A stream that has shown no processed frame this long after Start did not connect.
+# A stream that has not connected this long after Start will not.
 CONNECT_SECONDS = 15.0
-# A stream stopped sooner than this without a frame was stopped by the user, not failed.
+# A stream stopped sooner than this before it connected was stopped by the user, not failed.
 GIVE_UP_SECONDS = 5.0
 # How many recent frames the rates and latencies are taken over.
 RECENT_FRAMES = 30
@@ -341,14 +341,14 @@ class LiveProcessor:
 class ConnectionWatch:
     """Tells, from the stream states a page sees over time, whether the stream connected.
 
-    The page calls `observe` on every run with the streamer's state and the
-    processor's frame count. Where the browser and the server cannot reach
-    each other (no TURN server between two networks, a firewall), the
-    stream stays "signalling" and no frame arrives, or the browser gives up
-    and the stream stops without a frame: both are "failed".
+    The page calls `observe` on every run with the streamer's state. Where
+    the browser and the server cannot reach each other (no TURN server
+    between two networks, a firewall), the stream stays "signalling" and
+    never connects, or the browser gives up and the stream stops before it
+    connected: both are "failed".
 
     Args:
-        connect_seconds: How long a stream may take to show its first frame.
+        connect_seconds: How long a stream may take to connect.
     """
 
     def __init__(self, connect_seconds=CONNECT_SECONDS):
@@ -357,23 +357,24 @@ class ConnectionWatch:
         self._connected = False
         self._failed = False
 
-    def observe(self, active, frames, now):
+    def observe(self, active, connected, now):
         """Returns "idle", "connecting", "live" or "failed".
 
         Args:
             active: Whether the streamer is signalling or playing.
-            frames: How many frames the server has processed in this stream.
+            connected: Whether the stream has connected: the streamer is
+                playing, or the server has processed a frame of it.
             now: Seconds (monotonic).
         """
         if not active:
             if self._started_at is not None and not self._connected:
-                # Stopped without a frame: the browser gave up, unless the user stopped at once.
+                # Stopped before it connected: the browser gave up, unless the user stopped at once.
                 self._failed = now - self._started_at >= GIVE_UP_SECONDS
             self._started_at = None
             return "failed" if self._failed else "idle"
         if self._started_at is None:
             self._started_at, self._connected, self._failed = now, False, False
-        if frames > 0:
+        if connected:
             self._connected = True
         if self._connected:
             return "live"

@@ -134,8 +134,11 @@ def show_status():
     """The stream's state, refreshed every second while it runs."""
     processor = context.video_processor
     stats = processor.stats() if processor is not None else LiveStats()
-    state = watch.observe(context.state.playing or context.state.signalling, stats.frames, time.monotonic())
-    if state == "live":
+    playing = context.state.playing
+    state = watch.observe(playing or context.state.signalling, playing or stats.frames > 0, time.monotonic())
+    if state == "live" and stats.frames == 0:
+        st.info("Connected: the first frame is being computed…")
+    elif state == "live":
         st.subheader(f"{stats.label} · {stats.probability:.0%}", anchor=False)
         st.markdown(
             f"{stats.frames} frames shown · {stats.frames_per_second:.1f} frames/s · "

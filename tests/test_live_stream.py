@@ -169,20 +169,26 @@ def test_frames_arriving_while_one_is_processed_are_dropped_not_queued(known_mod
 @pytest.mark.parametrize(
     "events, expected",
     [
-        # (seconds, active, frames) -> the state after each.
-        ([(0, False, 0)], ["idle"]),
-        ([(0, True, 0), (2, True, 0), (3, True, 1), (60, True, 50)], ["connecting", "connecting", "live", "live"]),
-        ([(0, True, 0), (10, True, 0), (16, True, 0)], ["connecting", "connecting", "failed"]),
+        # (seconds, active, connected) -> the state after each.
+        ([(0, False, False)], ["idle"]),
+        (
+            [(0, True, False), (2, True, False), (3, True, True), (60, True, True)],
+            ["connecting", "connecting", "live", "live"],
+        ),
+        ([(0, True, False), (10, True, False), (16, True, False)], ["connecting", "connecting", "failed"]),
         # The browser gave up (ICE failed) after 8 s: failed until the next start.
-        ([(0, True, 0), (8, False, 0), (9, False, 0), (20, True, 0)], ["connecting", "failed", "failed", "connecting"]),
-        # Stopped by the user at once, or after frames came: not a failure.
-        ([(0, True, 0), (1, False, 0)], ["connecting", "idle"]),
-        ([(0, True, 0), (3, True, 4), (30, False, 4)], ["connecting", "live", "idle"]),
+        (
+            [(0, True, False), (8, False, False), (9, False, False), (20, True, False)],
+            ["connecting", "failed", "failed", "connecting"],
+        ),
+        # Stopped by the user at once, or after it connected: not a failure.
+        ([(0, True, False), (1, False, False)], ["connecting", "idle"]),
+        ([(0, True, False), (3, True, True), (30, False, False)], ["connecting", "live", "idle"]),
     ],
 )
 def test_the_connection_watch(events, expected):
     watch = ConnectionWatch(connect_seconds=15)
-    assert [watch.observe(active, frames, now) for now, active, frames in events] == expected
+    assert [watch.observe(active, connected, now) for now, active, connected in events] == expected
 
 
 def test_streamlit_webrtc_loads_after_tensorflow_without_crashing():
