@@ -34,6 +34,7 @@ PAGES = [
     st.Page("pages/unit.py", title="One unit", icon=":material/center_focus_strong:", url_path="unit"),
     st.Page("pages/grad-cam.py", title="Grad-CAM", icon=":material/local_fire_department:", url_path="grad-cam"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    st.Page("pages/live.py", title="Live", icon=":material/videocam:", url_path="live"),
     st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:", url_path="dataset"),
     st.Page("pages/model-summary.py", title="Model", icon=":material/account_tree:", url_path="model-summary"),
 ]

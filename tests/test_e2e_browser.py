@@ -195,7 +195,7 @@ def test_a_deep_link_as_the_first_request_opens_its_page(tmp_path):
             assert page.url == f"{base_url}/grad-cam"
             # The app's own navigation, not the file names of an old-style `pages/` app.
             links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
-            assert [link.split()[-1] for link in links] == ["Lesson", "Activations", "Filters", "unit", "Grad-CAM", "Compare", "Model"]
+            assert [link.split()[-1] for link in links] == ["Lesson", "Activations", "Filters", "unit", "Grad-CAM", "Compare", "Live", "Dataset", "Model"]
             assert page.locator('[data-testid="stException"]').count() == 0
 
 

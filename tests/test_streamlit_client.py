@@ -25,7 +25,7 @@ import bench_classroom  # noqa: E402
 from streamlit_client import MAIN, SIDEBAR, StreamlitClient  # noqa: E402
 
 # The titles of app.py's `st.navigation`, in its order.
-PAGE_TITLES = ["Lesson", "Activations", "Filters", "One unit", "Grad-CAM", "Compare", "Model"]
+PAGE_TITLES = ["Lesson", "Activations", "Filters", "One unit", "Grad-CAM", "Compare", "Live", "Dataset", "Model"]
 # A fresh server loads EfficientNet-Lite0 on the first visit.
 TIMEOUT = 120
 RED, BLUE = (220, 30, 30), (30, 30, 220)
