@@ -139,7 +139,10 @@ def draw_grad_cam(context):
     class_index = _top_class(context)
     alpha = st.slider("Overlay strength", 0.0, 1.0, ALPHA, 0.05, key="lesson_alpha")
     image_column, overlay_column = st.columns(2)
-    image_column.image(_seen(context), caption="What the model sees", width="stretch", output_format="JPEG")
+    image_column.image(
+        cached.display_jpeg(context.image_key, context.image, figures.MAX_DISPLAY_WIDTH),
+        caption="The image", width="stretch", output_format="JPEG",
+    )
     overlay_column.image(
         _overlay(context, class_index, "grad-cam", alpha),
         caption=f"Grad-CAM of '{context.model.class_label(class_index)}' at {context.layers.cam}",
