@@ -143,8 +143,9 @@ def read_video(page):
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("live-server")
-    with streamlit_server(folder / "streamlit.log", {"CONVVIZ_CACHE_DIR": str(folder / "cache")}) as base_url:
+    # The user's cache, as test_e2e_browser's servers: the Live page writes no atlas, and the
+    # converted EfficientNet-Lite0 found there spares the first page a conversion.
+    with streamlit_server(tmp_path_factory.mktemp("live-server") / "streamlit.log") as base_url:
         yield base_url
 
 
