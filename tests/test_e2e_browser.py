@@ -192,7 +192,9 @@ def test_a_deep_link_as_the_first_request_opens_its_page(tmp_path):
             page.get_by_text("Heatmap × 0.40 + image").wait_for(timeout=PAGE_SECONDS * 1000)
             wait_for_app_idle(page)
             assert not page.evaluate("window.__convvizPageNotFound")
-            assert page.url == f"{base_url}/grad-cam"
+            # The page, with its view's address (convviz_app/address.py).
+            assert urllib.parse.urlsplit(page.url).path == "/grad-cam"
+            assert dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page.url).query))["layer"] == "top_activation"
             # The app's own navigation, not the file names of an old-style `pages/` app.
             links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
             assert [link.split()[-1] for link in links] == ["Lesson", "Activations", "Filters", "unit", "Grad-CAM", "Compare", "Live", "Dataset", "Model"]
