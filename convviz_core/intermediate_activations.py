@@ -60,10 +60,28 @@ def activations(model, image, layer_names):
         InputError: If a name is not a layer with a 4-D output, or the image is
             not an RGB uint8 array.
     """
+    batch = model.prepare(image)
+    return {name: values[0] for name, values in batch_activations(model, batch, layer_names).items()}
+
+
+def batch_activations(model, batch, layer_names):
+    """Computes the outputs of some layers for a batch of images at the model's input size.
+
+    Args:
+        model: A `VisionModel`.
+        batch: uint8 array (n, input height, input width, 3), e.g. stacked
+            `model.prepare(image)` batches.
+        layer_names: Names from `model.layer_names`.
+
+    Returns:
+        {layer name: float32 array (n, height, width, channels)}.
+
+    Raises:
+        InputError: If a name is not a layer with a 4-D output.
+    """
     layer_names = tuple(dict.fromkeys(layer_names))
     for name in layer_names:
         model.layer_info(name)
-    batch = model.prepare(image)
     if not layer_names:
         return {}
     names = model.layer_names
@@ -77,8 +95,8 @@ def activations(model, image, layer_names):
     )
     wanted = np.zeros(len(taps), dtype=bool)
     wanted[[positions[name] for name in layer_names]] = True
-    outputs = compute(tf.constant(batch), tf.constant(wanted))
-    return {name: outputs[positions[name]].numpy()[0] for name in layer_names}
+    outputs = compute(tf.constant(np.asarray(batch, np.uint8)), tf.constant(wanted))
+    return {name: outputs[positions[name]].numpy() for name in layer_names}
 
 
 def standardize_channels(activation):

@@ -14,7 +14,7 @@ import numpy as np
 
 from convviz_core.errors import InputError
 from convviz_core.inputs.images import check_rgb_image
-from convviz_core.intermediate_activations import activations
+from convviz_core.intermediate_activations import activations, batch_activations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,13 +83,7 @@ def dataset_examples(model, layer_name, channel, images, count=8, per_image=2, l
     Raises:
         InputError: For an unknown layer or a channel out of its range.
     """
-    info = model.layer_info(layer_name)
-    channels = info.output_shape[-1]
-    if not 0 <= int(channel) < channels:
-        raise InputError(
-            f"Layer '{layer_name}' has channels 0 to {channels - 1}; there is no channel {channel}. "
-            "Choose a channel in that range."
-        )
+    _check_channel(model, layer_name, channel)
     found = []
     for image_key, image in images.items():
         image = check_rgb_image(image)
@@ -102,13 +96,87 @@ def dataset_examples(model, layer_name, channel, images, count=8, per_image=2, l
         for row, column, value in strongest_positions(unit, per_image, separation=1):
             found.append((value, image_key, image, (row, column)))
     found.sort(key=lambda entry: -entry[0])
-    examples = []
-    for value, image_key, image, (row, column) in found[:count]:
-        top, left, bottom, right = model.input_box(layer_name, row, column)
-        box = _scale_box((top, left, bottom, right), model.input_size, image.shape[:2])
-        patch = np.ascontiguousarray(image[box[0] : box[2], box[1] : box[3]])
-        examples.append(Example(image_key, value, (row, column), box, patch))
-    return examples
+    return [_example(model, layer_name, image_key, image, value, position)
+            for value, image_key, image, position in found[:count]]
+
+
+def _check_channel(model, layer_name, channel):
+    channels = model.layer_info(layer_name).output_shape[-1]
+    if not 0 <= int(channel) < channels:
+        raise InputError(
+            f"Layer '{layer_name}' has channels 0 to {channels - 1}; there is no channel {channel}. "
+            "Choose a channel in that range."
+        )
+
+
+def _example(model, layer_name, image_key, image, value, position):
+    row, column = position
+    box = _scale_box(model.input_box(layer_name, row, column), model.input_size, image.shape[:2])
+    patch = np.ascontiguousarray(image[box[0] : box[2], box[1] : box[3]])
+    return Example(image_key, value, (row, column), box, patch)
+
+
+def dataset_examples_of_set(model, layer_name, channel, sources, names, count=9, per_image=1, batch_size=32,
+                            load=None, progress=None):
+    """Finds the patches that excite one channel most over a large set, in batches.
+
+    The images are read one at a time and go through the model in batches
+    of `batch_size`; only the images that hold one of the best `count`
+    patches so far are kept in memory, so a set of thousands costs a few
+    images of memory. An image the loader refuses is skipped.
+
+    Args:
+        model: A `VisionModel`.
+        layer_name: A layer from `model.layer_names`.
+        channel: A channel of that layer.
+        sources: Images: anything `load` takes (or RGB uint8 arrays).
+        names: One image key per source.
+        count: The most patches to return.
+        per_image: The most patches from one image.
+        batch_size: Images per forward pass.
+        load: Function source -> RGB uint8 array (default
+            `inputs.images.load_image`); it may raise `InputError` to skip.
+        progress: Optional function (images done, total); it may raise to cancel.
+
+    Returns:
+        [`Example`], strongest first (the same as `dataset_examples` over
+        the same images, up to float rounding between batch sizes).
+    """
+    from convviz_core.inputs.images import load_image
+
+    _check_channel(model, layer_name, channel)
+    load = load or load_image
+    sources, names = list(sources), list(names)
+    best, kept = [], {}
+
+    def score(images, keys):
+        values = batch_activations(model, np.concatenate([model.prepare(image) for image in images]),
+                                   [layer_name])[layer_name][..., int(channel)]
+        for image, key, unit in zip(images, keys, values):
+            for row, column, value in strongest_positions(unit, per_image, separation=1):
+                best.append((value, key, (row, column)))
+                kept[key] = image
+        best.sort(key=lambda entry: -entry[0])
+        del best[count:]
+        wanted = {key for _, key, _ in best}
+        for key in list(kept):
+            if key not in wanted:
+                del kept[key]
+
+    images, keys = [], []
+    for index, (source, name) in enumerate(zip(sources, names)):
+        try:
+            images.append(source if isinstance(source, np.ndarray) else load(source))
+            keys.append(name)
+        except InputError:
+            pass
+        if len(images) == batch_size or index == len(sources) - 1:
+            if images:
+                score(images, keys)
+            images, keys = [], []
+            if progress is not None:
+                progress(index + 1, len(sources))
+    return [_example(model, layer_name, key, kept[key], value, position) for value, key, position in best]
 
 
 def _scale_box(box, model_size, image_size):
