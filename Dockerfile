@@ -47,11 +47,12 @@ RUN python -c "import sys; from convviz_core import load_model; [load_model(name
 
 # Computes the offline models' filter atlases into the runtime user's
 # CONVVIZ_CACHE_DIR, so that no student waits for one: the book's method on
-# every layer, the clear mode on the layers a lesson shows. Adds about 25-40
-# minutes to the build on 2 cores (python -m convviz_core.features.precompute
-# --help). The atlases' keys hold the CPU's precision (bf16 where it has
-# AVX512-BF16): a container run on another kind of CPU computes its own.
-# PRECOMPUTE_ATLASES=0 skips it.
+# every layer, the clear mode on the layers a lesson shows, the default
+# layer's large patterns (python -m convviz_core.features.precompute --help).
+# Estimated from measured CPU time (2026-12-06): 30-50 minutes more build on
+# 2 cores, about 500 MB of atlases. The atlases' keys hold the CPU's
+# precision (bf16 where it has AVX512-BF16): a container run on another kind
+# of CPU computes its own. PRECOMPUTE_ATLASES=0 skips it.
 ARG PRECOMPUTE_ATLASES=1
 RUN if [ "${PRECOMPUTE_ATLASES}" = "1" ]; then python -m convviz_core.features.precompute; fi
 
