@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from convviz_core import InputError, job_queue
+from convviz_core import InputError, job_queue, worker
 from convviz_core.job_queue import QueuePool, QueueUnavailable, WorkerLost
 from convviz_core.jobs import JobCancelled, JobPool, JobTimedOut, Priority, QueueFull, RemoteCall, make_job_pool
 from tools import topology
@@ -44,16 +44,16 @@ def queue(redis_url, tmp_path):
     def start_worker(count=1):
         started = []
         for _ in range(count):
-            worker = topology.start_worker(tmp_path, url, tmp_path / "cache", f"worker-{len(workers) + 1}",
-                                           preload=False)
-            workers.append(worker)
-            started.append(worker)
+            process = topology.start_worker(tmp_path, url, tmp_path / "cache", f"worker-{len(workers) + 1}",
+                                            preload=False)
+            workers.append(process)
+            started.append(process)
         topology.wait_for_workers(url, len(workers), timeout=60, process=started[0])
         return started
 
     yield url, connection, start_worker
-    for worker in workers:
-        worker.stop()
+    for process in workers:
+        process.stop()
 
 
 @pytest.fixture()
@@ -116,6 +116,8 @@ def test_a_job_runs_on_a_worker_reports_progress_and_is_shared_by_two_replicas(q
     np.testing.assert_array_equal(joined.result(TIMEOUT), value)
     assert int(connection.get("test:runs:atlas")) == 1
     assert ticket.status().fraction == 1.0 and ticket.status().state == "done"
+    # The health check of a worker's container: a worker named after the host reports in.
+    assert worker.is_healthy(connection, "worker") and not worker.is_healthy(connection, "elsewhere")
     # A job's own error reaches its waiter as it was raised.
     with pytest.raises(ValueError, match="no such layer"):
         first.submit_job("bad", RemoteCall("tests.queue_job_functions:fail", ("no such layer",))).result(TIMEOUT)
@@ -198,7 +200,7 @@ def test_a_background_job_makes_way_for_urgent_work_and_runs_again(queue, pools)
 
 def test_a_killed_worker_s_job_runs_again_on_another_then_fails_clearly(queue, pools):
     _, connection, start_worker = queue
-    workers = {worker.name: worker for worker in start_worker(3)}
+    workers = {process.name: process for process in start_worker(3)}
     pool = pools()
     start = time.monotonic()
     ticket = pool.submit_job("atlas", gate("atlas"), session_id="alice", description="the atlas of conv1")
