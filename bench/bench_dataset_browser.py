@@ -57,14 +57,16 @@ def main():
                     page.get_by_test_id("stSidebar").locator('[data-testid="stSelectbox"]').first.click()
                     page.get_by_role("option").filter(has_text=MODEL_TITLES[arguments.model]).first.click()
                     wait_for_app_idle(page)
-                page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(zip_path))
+                # The sidebar has an image uploader too: take the page's first one.
+                main = page.get_by_test_id("stMain")
+                main.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(zip_path))
                 wait_for_app_idle(page)
                 started = time.perf_counter()
                 page.get_by_role("button", name="Explain the set").click()
                 page.get_by_role("heading", name="Leaderboard").wait_for(timeout=arguments.timeout * 1000)
                 wait_for_app_idle(page, arguments.timeout)
                 seconds = time.perf_counter() - started
-                caption = page.get_by_text("images explained at layer").first.inner_text()
+                caption = main.get_by_text("images explained at layer").first.inner_text()
                 print(f"{caption} Leaderboard shown {seconds:.0f} s after the click.", flush=True)
                 arguments.out.parent.mkdir(parents=True, exist_ok=True)
                 screenshot_whole_page(page, arguments.out)
