@@ -131,6 +131,23 @@ class Address:
         return value
 
 
+def overlay_strength(address, widget, key, initial=0.4):
+    """The "Overlay strength" slider of a heatmap over an image, in the address as `alpha`."""
+    return address.control(
+        "alpha",
+        widget,
+        "Overlay strength",
+        key=key,
+        parse=number(0.0, 1.0),
+        initial=initial,
+        text="{:.2f}".format,
+        min_value=0.0,
+        max_value=1.0,
+        value=initial,
+        step=0.05,
+    )
+
+
 def one_of(options, text=str):
     """A `parse` for a choice: the option whose text is the parameter."""
     by_text = {text(option): option for option in options}

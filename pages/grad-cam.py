@@ -10,7 +10,7 @@ import functools
 import streamlit as st
 
 from convviz_app import cached, comparison, figures
-from convviz_app.address import Address, lesson_mode, number, one_of
+from convviz_app.address import Address, lesson_mode, one_of, overlay_strength
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -107,19 +107,7 @@ with controls_column:
     )
     if not lesson_mode():
         st.caption(CAM_METHODS[method].description)
-    alpha = address.control(
-        "alpha",
-        st.slider,
-        "Overlay strength",
-        key="gradcam_alpha",
-        parse=number(0.0, 1.0),
-        initial=0.4,
-        text="{:.2f}".format,
-        min_value=0.0,
-        max_value=1.0,
-        value=0.4,
-        step=0.05,
-    )
+    alpha = overlay_strength(address, st.slider, "gradcam_alpha")
 
 title = CAM_METHODS[method].title
 label = model.class_label(class_index)

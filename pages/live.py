@@ -22,7 +22,7 @@ from convviz_app.live_stream import (
     import_streamlit_webrtc,
     rtc_configuration,
 )
-from convviz_app.address import Address, number, one_of
+from convviz_app.address import Address, one_of, overlay_strength
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -77,19 +77,7 @@ layer = address.control(
     help="Both the channels and the heatmap come from this layer. The last convolution (the default) is "
     "coarse but the most class-specific; early layers show edges and colours.",
 )
-alpha = address.control(
-    "alpha",
-    alpha_column.slider,
-    "Overlay strength",
-    key="live_alpha",
-    parse=number(0.0, 1.0),
-    initial=0.4,
-    text="{:.2f}".format,
-    min_value=0.0,
-    max_value=1.0,
-    value=0.4,
-    step=0.05,
-)
+alpha = overlay_strength(address, alpha_column.slider, "live_alpha")
 settings = LiveSettings(model=model, layer_name=layer, alpha=alpha)
 # The layer's pass is compiled on its first frame, which takes seconds; streamlit-webrtc
 # stops a stream whose frame takes over 10 s, so compile it here, before the stream needs it.
