@@ -63,7 +63,11 @@ def main():
                 wait_for_app_idle(page)
                 started = time.perf_counter()
                 page.get_by_role("button", name="Explain the set").click()
-                page.get_by_role("heading", name="Leaderboard").wait_for(timeout=arguments.timeout * 1000)
+                try:
+                    page.get_by_role("heading", name="Leaderboard").wait_for(timeout=arguments.timeout * 1000)
+                except Exception:
+                    screenshot_whole_page(page, arguments.out.with_suffix(".failed.png"))
+                    raise
                 wait_for_app_idle(page, arguments.timeout)
                 seconds = time.perf_counter() - started
                 caption = main.get_by_text("images explained at layer").first.inner_text()

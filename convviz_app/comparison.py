@@ -31,7 +31,7 @@ def method_title(name):
     return CAM_METHODS[name].title
 
 
-def run_long_job(key, function, description, found=None):
+def run_long_job(key, function, description, found=None, time_limit=None):
     """Runs `function(progress)` in the job pool, with a progress bar, and returns its result.
 
     Args:
@@ -43,6 +43,7 @@ def run_long_job(key, function, description, found=None):
             ("Score-CAM of 'tabby'").
         found: (found, value) from a cache lookup: a value already computed
             is returned at once.
+        time_limit: Seconds the job may run; default: the pool's.
 
     Returns:
         The job's result. When the queue is full the page shows a "Wait in
@@ -60,6 +61,7 @@ def run_long_job(key, function, description, found=None):
             function,
             session_id=cached.current_session_id(),
             priority=Priority.NORMAL,
+            time_limit=time_limit,
             wait_in_line=bool(st.session_state.get(wait_key)),
             description=description,
         )

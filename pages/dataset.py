@@ -9,6 +9,7 @@ report files the `convviz explain` command writes.
 """
 
 import base64
+import collections
 import hashlib
 import os
 import tempfile
@@ -39,6 +40,36 @@ THUMBNAIL_SIDE = 96
 CONFUSIONS_SHOWN = 12
 RESULT_KEY = "dataset_result"
 REQUEST_KEY = "dataset_requested"
+PENDING_KEY = "dataset_pending"
+FINISHED_KEPT = 8
+# A set takes minutes (about 2 s per image on EfficientNet-Lite0 with a chance level, on 2 cores): more than
+# the pool's default limit for one job, which is meant for one image's Score-CAM or an atlas.
+DATASET_TIME_LIMIT = 4 * 3600
+
+
+@st.cache_resource
+def finished_reports():
+    """Reports finished in the pool, by job key (the last few): a run that was replaced while the
+    job ran (the app reruns on many events) finds its result here."""
+    return collections.OrderedDict()
+
+
+def run_report_job(key, function, description):
+    """Runs (or joins) the job of `key` and returns its result, kept for later runs too."""
+    finished = finished_reports()
+    if key in finished:
+        return finished[key]
+
+    def job(progress):
+        result = function(progress)
+        if result is None:
+            return None
+        finished[key] = result
+        while len(finished) > FINISHED_KEPT:
+            finished.popitem(last=False)
+        return result
+
+    return comparison.run_long_job(key, job, description, time_limit=DATASET_TIME_LIMIT)
 
 selection = current_selection()
 page_intro(
@@ -146,17 +177,38 @@ if st.session_state.pop(REQUEST_KEY, False):
         road_fractions = DEFAULT_FRACTIONS if with_road else None
         key = ("dataset", selection.model_key, digest, tuple(methods), chance_seeds, with_road,
                tuple(sorted(labels.items())))
-        kept, archive = comparison.run_long_job(
+        st.session_state[PENDING_KEY] = (key, labels, selection.model_key)
+        kept, archive = run_report_job(
             key,
             lambda progress: explain_set(sources, names, methods, chance_seeds, road_fractions, labels, progress),
             f"explanations of {len(sources)} images",
         )
+        st.session_state.pop(PENDING_KEY, None)
         st.session_state[RESULT_KEY] = {"explanations": kept, "archive": archive, "labels": labels,
                                         "model_key": selection.model_key}
+    except JobCancelled:
+        st.session_state.pop(PENDING_KEY, None)
+        st.warning("The computation was cancelled. Run it again to start over.")
+    except InputError as error:
+        st.session_state.pop(PENDING_KEY, None)
+        st.error(str(error))
+
+pending = st.session_state.get(PENDING_KEY)
+if pending is not None and not st.session_state.get(REQUEST_KEY):
+    # A run replaced the one that started the job: wait for the same job (or take its result).
+    key, labels, model_key = pending
+    try:
+        outcome = run_report_job(key, lambda progress: None, "the explanations")
+        if outcome is None:
+            st.info("That computation is gone; press **Explain the set** again.")
+        else:
+            st.session_state[RESULT_KEY] = {"explanations": outcome[0], "archive": outcome[1], "labels": labels,
+                                            "model_key": model_key}
     except JobCancelled:
         st.warning("The computation was cancelled. Run it again to start over.")
     except InputError as error:
         st.error(str(error))
+    st.session_state.pop(PENDING_KEY, None)
 
 result = st.session_state.get(RESULT_KEY)
 if result is None or result["model_key"] != selection.model_key:
