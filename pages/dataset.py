@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from convviz_app import cached, comparison, figures
+from convviz_app import comparison, figures
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError

@@ -32,7 +32,6 @@ from convviz_core.metrics.random_baseline import (
     summarise_random_maps,
 )
 from convviz_core.metrics.road import (
-    DEFAULT_FRACTIONS,
     DEFAULT_NOISE,
     DEFAULT_SEED,
     check_fractions,
