@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from convviz_core.features.patterns import _CONVOLUTION_TYPES, default_pattern_layer
+from convviz_core.features.patterns import convolution_layers, default_pattern_layer
 from convviz_core.intermediate_activations import overview_layers
 
 # The CAM methods a lesson compares: the book's, two that weigh pixels, and
@@ -61,9 +61,7 @@ def lesson_layers(model, depth_count=3, filters=64):
     """
     overview = tuple(overview_layers(model))
     pattern = default_pattern_layer(model, filters)
-    convolutions = [
-        name for name in model.layer_names if isinstance(model.layer_info(name).layer, _CONVOLUTION_TYPES)
-    ]
+    convolutions = convolution_layers(model)
     start = convolutions.index(pattern) if pattern in convolutions else 0
     deep = [name for name in convolutions[start:] if model.layer_info(name).output_shape[-1] >= filters]
     if len(deep) < depth_count:

@@ -256,6 +256,11 @@ def _build_ascent_function(model, layer_name, precision):
 _CONVOLUTION_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D)
 
 
+def convolution_layers(model):
+    """The names of a model's convolution layers (those with filters to visualise), in order."""
+    return [name for name in model.layer_names if isinstance(model.layer_info(name).layer, _CONVOLUTION_TYPES)]
+
+
 def default_pattern_layer(model, filters=64):
     """The layer whose patterns the Filters view shows first.
 

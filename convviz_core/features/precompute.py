@@ -26,7 +26,7 @@ import time
 from convviz_core.errors import InputError
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
-from convviz_core.features.patterns import _CONVOLUTION_TYPES, default_pattern_layer
+from convviz_core.features.patterns import convolution_layers, default_pattern_layer
 
 # The page's names for the methods, as the command takes them.
 METHOD_NAMES = {"book": "gradient-ascent", "clear": "fourier"}
@@ -79,9 +79,7 @@ def clear_mode_layers(model, count=CLEAR_MODE_LAYER_COUNT):
     Returns:
         A list of layer names from `model.layer_names`.
     """
-    convolutions = [
-        name for name in model.layer_names if isinstance(model.layer_info(name).layer, _CONVOLUTION_TYPES)
-    ]
+    convolutions = convolution_layers(model)
     chosen = {default_pattern_layer(model)}
     if convolutions:
         last = len(convolutions) - 1
