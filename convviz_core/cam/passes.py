@@ -11,7 +11,9 @@ Three functions, each compiled once per model (and layer) and cached on the
 - the masked scoring pass: many blends of a model input with a background,
   one mask each, scored in one batch (Score-CAM's masked inputs, the
   deletion/insertion curves, ROAD); the masks of a batch may blend different
-  inputs and backgrounds (a folder of images in `convviz_core.reports`).
+  inputs and backgrounds (a folder of images in `convviz_core.reports`). It
+  taps no layer, so it runs with the batch norms folded into the
+  convolutions (`graph.folding`): the same scores, faster.
 
 Class indices go in as tensors, so a new class, image or batch size never
 traces a function again (`TRACE_COUNTS` counts the traces).
@@ -22,6 +24,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from convviz_core.graph.folding import batch_norm_folding
 from convviz_core.predictions import score_overrides
 
 # How often each compiled function was traced; the tests check that new
@@ -126,9 +129,24 @@ def _build_forward_pass(model, layer_name):
     return compute
 
 
+def scoring_overrides(model):
+    """The overrides of a pass that only scores inputs: scores before the softmax, batch norms folded.
+
+    Folding (`graph.folding`) makes EfficientNet-Lite0's masked passes about
+    1.5x faster and changes its probabilities by about 1e-6; it is left out
+    when it would touch the layer whose activation the scores skip.
+    """
+    scores = score_overrides(model)
+    folded = batch_norm_folding(model.plan)
+    if not set(folded).isdisjoint(scores):
+        folded = {}
+    return {**folded, **scores}
+
+
 def _build_masked_scores(model):
     height, width = model.input_size
     channels = model.input_channels
+    overrides = scoring_overrides(model)
 
     @tf.function(
         input_signature=[
@@ -150,7 +168,7 @@ def _build_masked_scores(model):
         inputs = tf.gather(inputs, input_rows)
         backgrounds = tf.gather(backgrounds, background_rows)
         blends = backgrounds + masks * (inputs - backgrounds)
-        _, scores = model.plan.run(blends, with_output=True, overrides=score_overrides(model))
+        _, scores = model.plan.run(blends, with_output=True, overrides=overrides)
         scores = tf.cast(scores, tf.float32)
         probabilities = model.probabilities(scores)
         if model.is_binary:

@@ -13,17 +13,26 @@ so every number equals the one-image functions' (`deletion_insertion`,
 """
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
-from convviz_core.cam.methods import _check_methods, class_activation_maps_with_probabilities
+from convviz_core.cam.methods import (
+    _check_methods,
+    class_activation_maps_with_probabilities,
+)
 from convviz_core.cam.passes import score_masked_inputs
 from convviz_core.errors import InputError
 from convviz_core.inputs.images import load_image
 from convviz_core.metrics.average_drop import explanation_mask, summarise_average_drop
-from convviz_core.metrics.deletion_insertion import DEFAULT_STEPS, revealing_masks, summarise_curves
+from convviz_core.metrics.deletion_insertion import (
+    DEFAULT_STEPS,
+    pixel_ranks,
+    revealing_masks,
+    summarise_curves,
+)
 from convviz_core.metrics.placement import gaussian_blur, heatmap_on_input, model_input
 from convviz_core.metrics.random_baseline import (
     DEFAULT_SEEDS,
@@ -39,7 +48,6 @@ from convviz_core.metrics.road import (
     road_backgrounds,
     summarise_road,
 )
-from convviz_core.metrics.deletion_insertion import pixel_ranks
 
 # Masked inputs per forward pass: 33 is one curve of 32 steps, and the
 # fastest batch of EfficientNet-Lite0 on two cores (bench/bench_batch.py).
@@ -100,10 +108,20 @@ class ImageExplanation:
 
 
 class _MaskPool:
-    """Masked inputs of several images, scored together in full batches."""
+    """Masked inputs of several images, scored together in full batches.
+
+    Identical masked inputs are scored once: a full mask is its image
+    (deletion's first point, insertion's last, Average Drop's reference)
+    whatever the background, an empty mask is its background, and methods
+    whose maps are equal (Grad-CAM, XGrad-CAM and HiResCAM often are) queue
+    the same masks.
+    """
 
     def __init__(self):
-        self.inputs, self.backgrounds, self.segments = [], [], []
+        self.inputs, self.backgrounds = [], []
+        self.slots = {}  # (what the blend is, class) -> index of its unique masked input
+        self.unique = []  # (mask, input row, background row, class) to score
+        self.count = 0
         self.probabilities = None
 
     def add_input(self, inputs):
@@ -115,28 +133,37 @@ class _MaskPool:
         self.backgrounds.extend(backgrounds)
         return np.arange(start, start + len(backgrounds))
 
+    def _slot(self, mask, input_row, background_row, class_index):
+        if np.all(mask == 1):
+            blend = ("input", input_row)
+        elif not np.any(mask):
+            blend = ("background", background_row)
+        else:
+            digest = hashlib.blake2b(np.ascontiguousarray(mask).tobytes(), digest_size=16).digest()
+            blend = (mask.dtype.str, digest, input_row, background_row)
+        key = (blend, int(class_index))
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = len(self.unique)
+            self.unique.append((mask, input_row, background_row, class_index))
+        return slot
+
     def add(self, masks, input_row, background_rows, class_index):
         """Queues masks; returns a function that gives their probabilities once scored."""
         background_rows = np.broadcast_to(np.asarray(background_rows), (len(masks),))
-        start = sum(len(segment[0]) for segment in self.segments)
-        self.segments.append((masks, input_row, background_rows, class_index))
-        return lambda: self.probabilities[start : start + len(masks)]
-
-    def _batches(self, batch_size):
-        pending = []
-        for masks, input_row, background_rows, class_index in self.segments:
-            for index in range(len(masks)):
-                pending.append((masks[index], input_row, background_rows[index], class_index))
-                if len(pending) == batch_size:
-                    yield pending
-                    pending = []
-        if pending:
-            yield pending
+        masks = np.asarray(masks)
+        slots = np.array([self._slot(mask, input_row, int(row), class_index)
+                          for mask, row in zip(masks, background_rows)], int)
+        self.count += len(masks)
+        return lambda: self.probabilities[slots]
 
     def score(self, model, batch_size=BATCH_SIZE, progress=None):
+        """Scores the unique masked inputs; `progress` counts every queued one, duplicates included."""
         inputs, backgrounds = np.stack(self.inputs), np.stack(self.backgrounds)
         probabilities = []
-        for batch in self._batches(batch_size):
+        reported = 0
+        for start in range(0, len(self.unique), batch_size):
+            batch = self.unique[start : start + batch_size]
             masks, input_rows, background_rows, classes = zip(*batch)
             _, batch_probabilities = score_masked_inputs(
                 model, inputs, np.stack(masks).astype(np.float32), np.array(classes), backgrounds,
@@ -144,7 +171,9 @@ class _MaskPool:
             )
             probabilities.append(batch_probabilities)
             if progress is not None:
-                progress(len(batch))
+                done = round(self.count * (start + len(batch)) / len(self.unique))
+                progress(done - reported)
+                reported = done
         self.probabilities = np.concatenate(probabilities) if probabilities else np.zeros(0, np.float32)
 
 
