@@ -21,7 +21,7 @@ import pytest
 
 from convviz_core import InputError, job_queue, load_model
 from convviz_core.explanations import chance_level, compute_class_map, score_map
-from convviz_core.inputs.images import png_bytes
+from convviz_core.inputs.pictures import png_bytes
 from convviz_core.inputs.samples import sample_image
 from convviz_core.job_queue import QueuePool
 from convviz_core.jobs import JobCancelled, RemoteCall
