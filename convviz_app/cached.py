@@ -29,34 +29,43 @@ import inspect
 import math
 import os
 import threading
-import time
+import weakref
 from pathlib import Path
 
 import cv2
 import numpy as np
 import streamlit as st
 
-from convviz_core import activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
+from convviz_app import figures
+from convviz_core import (
+    activation_grid,
+    activations,
+    dead_channels,
+    load_model,
+    load_uploaded_model,
+    overlay,
+)
 from convviz_core.errors import InputError
-from convviz_core.overlays import colorize
+from convviz_core.explanations import (  # noqa: F401 - ClassMap and MapScores are the pages' names too.
+    ClassMap,
+    MapScores,
+    chance_level,
+    compute_class_map,
+    map_digest,
+    score_map,
+)
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
 from convviz_core.features.dataset_examples import dataset_examples
-from convviz_core.inputs.samples import sample_image, sample_names
-from convviz_core.features.patterns import METHODS
-from convviz_core.jobs import Priority, make_job_pool
-from convviz_core.cam.gradcam import grad_cam_with_probabilities
-from convviz_core.cam.methods import class_activation_maps_with_probabilities
-from convviz_core.metrics.average_drop import average_drop_increase
-from convviz_core.metrics.deletion_insertion import deletion_insertion
-from convviz_core.metrics.random_baseline import RandomBaseline, random_baseline
-from convviz_core.metrics.sanity import cascading_randomization
-from convviz_core.inputs.images import load_image_info, resize_to
-from convviz_core.models.registry import BUILTIN_MODELS
-from convviz_core.features.patterns import pattern_grid
+from convviz_core.features.patterns import METHODS, pattern_grid
 from convviz_core.graph.summary import summarize_model
-
-from convviz_app import figures
+from convviz_core.inputs.images import load_image_info, resize_to
+from convviz_core.inputs.samples import sample_image, sample_names
+from convviz_core.jobs import Priority, make_job_pool
+from convviz_core.metrics.sanity import cascading_randomization
+from convviz_core.models.registry import BUILTIN_MODELS
+from convviz_core.models.sources import builtin_source, upload_source
+from convviz_core.overlays import colorize
 
 UPLOADED_MODEL_ENTRIES = 4
 # What the computed arrays and pictures of every session may take together
@@ -186,13 +195,16 @@ def cache_in_memory(spinner=None):
     def decorate(function):
         signature = inspect.signature(function)
 
-        @functools.wraps(function)
-        def cached_function(*args, **kwargs):
+        def key_of(args, kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            key = (function.__qualname__,) + tuple(
+            return (function.__qualname__,) + tuple(
                 (name, value) for name, value in bound.arguments.items() if not name.startswith("_")
             )
+
+        @functools.wraps(function)
+        def cached_function(*args, **kwargs):
+            key = key_of(args, kwargs)
 
             def compute():
                 if spinner is None:
@@ -204,14 +216,15 @@ def cache_in_memory(spinner=None):
 
         def lookup(*args, **kwargs):
             # (found, value) without computing: for results that long jobs compute.
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            key = (function.__qualname__,) + tuple(
-                (name, value) for name, value in bound.arguments.items() if not name.startswith("_")
-            )
-            return _MEMORY._get(key)
+            return _MEMORY._get(key_of(args, kwargs))
+
+        def keep(value, *args, **kwargs):
+            # Keeps a value computed elsewhere (by a queue's worker) as if this
+            # function had computed it; returns the value kept.
+            return _MEMORY.get_or_compute(key_of(args, kwargs), lambda: value)
 
         cached_function.lookup = lookup
+        cached_function.keep = keep
         return cached_function
 
     return decorate
@@ -304,13 +317,43 @@ def uploaded_model(upload_hash, file_name, _data, preprocess, class_names, input
     Raises:
         InputError: If the file is not a model ConvViz can load safely.
     """
-    return load_uploaded_model(
+    model = load_uploaded_model(
         _data,
         file_name,
         preprocess=preprocess,
         class_names=list(class_names) if class_names else None,
         input_size=input_size,
     )
+    if queue_configured():
+        # A queue's workers load the file from the shared cache, through the
+        # same checks, for this model's long jobs (`model_source`).
+        try:
+            _UPLOAD_SOURCES[model] = upload_source(_data, file_name, preprocess, class_names, input_size)
+        except OSError:
+            pass  # No shared cache to write to: this model's long jobs stay in this process.
+    return model
+
+
+# Uploaded models whose file is in the shared cache: VisionModel -> `ModelSource`.
+_UPLOAD_SOURCES = weakref.WeakKeyDictionary()
+
+
+def queue_configured():
+    """Whether long jobs go to a queue's workers (`CONVVIZ_QUEUE_URL` is set)."""
+    return bool(os.environ.get("CONVVIZ_QUEUE_URL", "").strip())
+
+
+def model_source(model_key, model):
+    """How a queue's worker loads `model` (a `ModelSource`), or None when its long jobs stay in this process.
+
+    None without a queue (`CONVVIZ_QUEUE_URL`), and for an uploaded model
+    whose file could not be stored in the shared cache.
+    """
+    if not getattr(job_pool(), "runs_remote_calls", False):
+        return None
+    if str(model_key).startswith("builtin:") and model.name == model_key.removeprefix("builtin:"):
+        return builtin_source(model)
+    return _UPLOAD_SOURCES.get(model)
 
 
 @cache_in_memory(spinner="Reading the image...")
@@ -561,37 +604,6 @@ _WARM_UP = warm_up_default_atlases()
 # results here, so every session and both pages (Grad-CAM, Compare) share them.
 
 
-@dataclasses.dataclass(frozen=True)
-class ClassMap:
-    """One method's map of one class at one layer, and what it took.
-
-    Attributes:
-        heatmap: float32 (layer height, layer width) in [0, 1].
-        probabilities: float32 (classes,), the image's class probabilities.
-        class_index: The class explained.
-        seconds: How long computing it took (the first map of a layer also
-            compiles the layer's function).
-    """
-
-    heatmap: np.ndarray
-    probabilities: np.ndarray
-    class_index: int
-    seconds: float
-
-
-def _compute_class_map(model, image, layer_name, class_index, method, progress=None):
-    start = time.perf_counter()
-    if method == "grad-cam":
-        heatmap, probabilities = grad_cam_with_probabilities(model, image, class_index, layer_name)
-        explained = int(np.argmax(probabilities)) if class_index is None else int(class_index)
-    else:
-        maps, probabilities, explained = class_activation_maps_with_probabilities(
-            model, image, [method], class_index, layer_name, progress
-        )
-        heatmap = maps[method]
-    return ClassMap(heatmap, probabilities, int(explained), time.perf_counter() - start)
-
-
 @cache_in_memory(spinner="Computing the map...")
 def class_map(model_key, _model, image_key, _image, layer_name, class_index, method):
     """A fast CAM method's map of one class (None: the top class) at one layer.
@@ -602,7 +614,7 @@ def class_map(model_key, _model, image_key, _image, layer_name, class_index, met
     Returns:
         A `ClassMap`.
     """
-    return _compute_class_map(_model, _image, layer_name, class_index, method)
+    return compute_class_map(_model, _image, layer_name, class_index, method)
 
 
 @cache_in_memory()
@@ -612,7 +624,7 @@ def slow_class_map(model_key, _model, image_key, _image, layer_name, class_index
     Returns:
         A `ClassMap`.
     """
-    return _compute_class_map(_model, _image, layer_name, class_index, method, _progress)
+    return compute_class_map(_model, _image, layer_name, class_index, method, _progress)
 
 
 def first_class_map(model_key, _model, image_key, _image):
@@ -636,19 +648,6 @@ def class_map_reusing_first_pass(model_key, _model, image_key, _image, layer_nam
     return class_map(model_key, _model, image_key, _image, layer_name, class_index, method)
 
 
-@dataclasses.dataclass(frozen=True)
-class MapScores:
-    """How faithful one map is (`convviz_core.metrics`).
-
-    Attributes:
-        curves: The RISE `DeletionInsertion` (areas and curves).
-        average_drop: The `AverageDropIncrease` of the map.
-    """
-
-    curves: object
-    average_drop: object
-
-
 @cache_in_memory()
 def map_scores(model_key, image_key, layer_name, class_index, method, steps, _model, _image, _heatmap,
                _progress=None):
@@ -661,50 +660,25 @@ def map_scores(model_key, image_key, layer_name, class_index, method, steps, _mo
     Returns:
         A `MapScores`.
     """
-    digest = hashlib.sha256(np.ascontiguousarray(_heatmap, np.float32).tobytes()).hexdigest()
-    return _scores_of_map(model_key, image_key, layer_name, class_index, steps, digest, _model, _image,
+    return _scores_of_map(model_key, image_key, layer_name, class_index, steps, map_digest(_heatmap), _model, _image,
                           _heatmap, _progress)
 
 
 @cache_in_memory()
-def _scores_of_map(model_key, image_key, layer_name, class_index, steps, map_digest, _model, _image, _heatmap,
+def _scores_of_map(model_key, image_key, layer_name, class_index, steps, heatmap_digest, _model, _image, _heatmap,
                    _progress=None):
-    curves = deletion_insertion(_model, _image, _heatmap, class_index, layer_name, steps, _progress)
-    drop = average_drop_increase(_model, _image, _heatmap, class_index, layer_name)
-    return MapScores(curves, drop)
+    return score_map(_model, _image, _heatmap, class_index, layer_name, steps, _progress)
 
 
 @cache_in_memory()
 def chance_scores(model_key, image_key, layer_name, class_index, shape, steps, seeds, _model, _image,
                   _progress=None):
-    """The random-map chance level of one image, class and layer (`random_baseline`).
-
-    The random maps are scored one seed at a time so that the job reports
-    progress and can be cancelled between seeds; the means and spreads are
-    those `random_baseline` gives for all seeds at once.
+    """The random-map chance level of one image, class and layer (`explanations.chance_level`).
 
     Returns:
         A `convviz_core.metrics.random_baseline.RandomBaseline`.
     """
-    results = []
-    for done, seed in enumerate(seeds):
-        if _progress is not None:
-            _progress(done, len(seeds))
-        results.append(random_baseline(_model, _image, shape, class_index, layer_name, (seed,), steps))
-    if _progress is not None:
-        _progress(len(seeds), len(seeds))
-    deletions = [result.deletion_auc for result in results]
-    insertions = [result.insertion_auc for result in results]
-    return RandomBaseline(
-        deletion_auc=float(np.mean(deletions)),
-        insertion_auc=float(np.mean(insertions)),
-        deletion_auc_spread=float(np.std(deletions)),
-        insertion_auc_spread=float(np.std(insertions)),
-        average_drop=float(np.mean([result.average_drop for result in results])),
-        increase_in_confidence=float(np.mean([result.increase_in_confidence for result in results])),
-        count=len(results),
-        class_index=int(class_index),
-    )
+    return chance_level(_model, _image, shape, class_index, layer_name, steps, seeds, _progress)
 
 
 @cache_in_memory()

@@ -16,7 +16,8 @@ import streamlit as st
 
 from convviz_app import cached, figures
 from convviz_core.cam.methods import CAM_METHODS
-from convviz_core.jobs import Priority, QueueFull, wait_for
+from convviz_core.explanations import score_maps as score_maps_together
+from convviz_core.jobs import Priority, QueueFull, RemoteCall, wait_for
 from convviz_core.metrics.deletion_insertion import DEFAULT_STEPS
 from convviz_core.metrics.random_baseline import DEFAULT_SEEDS
 from convviz_core.overlays import colorize, overlay
@@ -31,6 +32,23 @@ def method_title(name):
     return CAM_METHODS[name].title
 
 
+def job_function(local, model_key, model, target, args, keep):
+    """A long job: `local` in this process, or on a queue's worker when one can load the model.
+
+    With `CONVVIZ_QUEUE_URL` set and a model a worker can load (a built-in
+    one, or an upload stored in the shared cache: `cached.model_source`), the
+    job is a `RemoteCall` of `convviz_core.remote_jobs.<target>` with the
+    model's source and `args` (plain values and the image as an array); its
+    result is kept in this replica's caches by `keep` (a function of the
+    result that returns what the page gets). Otherwise it is `local`, a
+    function of a progress callback, as without a queue.
+    """
+    source = cached.model_source(model_key, model)
+    if source is None:
+        return local
+    return RemoteCall(f"convviz_core.remote_jobs:{target}", (source, *args), finish=keep)
+
+
 def run_long_job(key, function, description, found=None, time_limit=None):
     """Runs `function(progress)` in the job pool, with a progress bar, and returns its result.
 
@@ -38,7 +56,8 @@ def run_long_job(key, function, description, found=None, time_limit=None):
         key: A hashable naming the result: equal keys (from any session)
             share one job.
         function: Called in the pool's worker with a progress callback
-            (done, total) that raises when the job is cancelled.
+            (done, total) that raises when the job is cancelled, or a
+            `RemoteCall` for a queue's worker (`job_function`).
         description: What it computes, for the progress bar and messages
             ("Score-CAM of 'tabby'").
         found: (found, value) from a cache lookup: a value already computed
@@ -208,26 +227,22 @@ def score_maps(model_key, model, image_key, image, layer_name, class_index, maps
         return {method: value for method, (_, value) in found.items()}, chance_found[1]
 
     def compute(progress):
-        # Progress in masked inputs: 2 (steps + 1) per map, random ones included.
-        per_map = 2 * (steps + 1)
-        total = per_map * (len(seeds) + len(methods))
-        chance = cached.chance_scores(
-            *chance_args, model, image,
-            _progress=lambda done, count: progress(per_map * done, total),
+        return score_maps_together(
+            maps, steps, seeds, progress,
+            chance=lambda report: cached.chance_scores(*chance_args, model, image, _progress=report),
+            scores_of=lambda method, report: cached.map_scores(*score_args(method), _progress=report),
         )
-        scores = {}
-        for index, method in enumerate(methods):
-            before = per_map * (len(seeds) + index)
-            scores[method] = cached.map_scores(
-                *score_args(method),
-                _progress=lambda done, count, before=before: progress(before + done * per_map // max(count, 1), total),
-            )
-        return scores, chance
+
+    def keep(result):
+        scores, chance = result
+        kept = {method: cached.map_scores.keep(scores[method], *score_args(method)) for method in methods}
+        return kept, cached.chance_scores.keep(chance, *chance_args, model, image)
 
     label = "the map" if len(methods) == 1 else f"{len(methods)} maps"
     return run_long_job(
         ("cam-scores", model_key, image_key, layer_name, class_index, methods, steps, tuple(seeds)),
-        compute,
+        job_function(compute, model_key, model, "map_scores",
+                     (image, layer_name, class_index, dict(maps), steps, tuple(seeds)), keep),
         f"Scoring {label} against {len(seeds)} random maps",
     )
 
@@ -241,7 +256,9 @@ def slow_map(model_key, model, image_key, image, layer_name, class_index, method
     args = (model_key, model, image_key, image, layer_name, class_index, method)
     return run_long_job(
         ("slow-cam", model_key, image_key, layer_name, class_index, method),
-        lambda progress: cached.slow_class_map(*args, _progress=progress),
+        job_function(lambda progress: cached.slow_class_map(*args, _progress=progress), model_key, model,
+                     "class_map", (image, layer_name, class_index, method),
+                     lambda value: cached.slow_class_map.keep(value, *args)),
         f"{CAM_METHODS[method].title} of '{model.class_label(class_index)}' at {layer_name}",
         found=cached.slow_class_map.lookup(*args),
     )
@@ -360,7 +377,9 @@ def sanity_check(model_key, model, image_key, image, layer_name, class_index, me
         return None
     return run_long_job(
         ("sanity", model_key, image_key, layer_name, class_index, tuple(methods)),
-        lambda progress: cached.sanity_curves(*args, _progress=progress),
+        job_function(lambda progress: cached.sanity_curves(*args, _progress=progress), model_key, model,
+                     "sanity_curves", (image, layer_name, class_index, tuple(methods)),
+                     lambda value: cached.sanity_curves.keep(value, *args)),
         "Randomising the model's weights block by block",
         found=found,
     )

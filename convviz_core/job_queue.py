@@ -11,11 +11,15 @@ across every replica and worker:
 
 - **Which jobs go to the workers.** Only a `RemoteCall`: a job named by an
   importable function and picklable arguments (an atlas of a built-in model
-  is `RemoteCall("convviz_core.features.atlas_cache:compute_shared_atlas",
-  (request,))`; the worker loads the model by its built-in name, never from a
-  pickle). Any other job function (a closure over a model or a photo held in
-  this replica's memory: an uploaded model's atlas, Score-CAM, the sanity
-  check) runs in this replica's own `JobPool`, as without a queue.
+  is `RemoteCall("convviz_core.features.shared_atlas:compute_shared_atlas",
+  (request,))`; Score-CAM, faithfulness scores, the sanity check and a
+  dataset's report are `convviz_core.remote_jobs` functions of a
+  `models.sources.ModelSource`: the worker loads a built-in model by name,
+  or an uploaded file from the shared cache through the upload's safety
+  check, never a model from a pickle). Any other job function (a closure
+  over a model held in this replica's memory: an uploaded model's atlas, a
+  dataset read from a local folder) runs in this replica's own `JobPool`,
+  as without a queue.
 - **Identical requests share one job**, from any session of any replica:
   Redis maps a digest of the job's key to the job while it is unfinished.
 - **Priorities** are three RQ queues that every worker empties most urgent
@@ -682,6 +686,8 @@ def _finish_record(connection, job_id, mapping):
                 key = _text(pipeline.hget(job_key(job_id), "key"))
                 pipeline.multi()
                 pipeline.hset(job_key(job_id), mapping={**mapping, "state": "done", "finished_at": repr(time.time())})
+                # The arguments (a photo, a dataset's request) are not needed any more.
+                pipeline.hdel(job_key(job_id), "payload")
                 pipeline.expire(job_key(job_id), RECORD_TTL)
                 pipeline.srem(RUNNING_KEY, job_id)
                 pipeline.delete(waiters_key(job_id))

@@ -8,27 +8,25 @@ worst explained first), the confusions when labels are given, and the same
 report files the `convviz explain` command writes.
 """
 
-import base64
 import collections
+import functools
 import hashlib
 import os
-import tempfile
-from pathlib import Path
 
 import streamlit as st
 
-from convviz_app import comparison, figures
+from convviz_app import cached, comparison
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
-from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS, class_activation_map
-from convviz_core.jobs import JobCancelled
+from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS
+from convviz_core.jobs import JobCancelled, RemoteCall
 from convviz_core.metrics.road import DEFAULT_FRACTIONS
-from convviz_core.overlays import overlay
+from convviz_core.models.sources import store_shared_file
+from convviz_core.remote_jobs import UPLOADS_FOLDER
 from convviz_core.reports.archive import images_from_zip
-from convviz_core.reports.batch import count_masked_inputs
+from convviz_core.reports.dataset_report import explain_dataset
 from convviz_core.reports.discovery import find_images
-from convviz_core.reports.files import explain_to_folder, manifest, write_manifest, zip_folder
 from convviz_core.reports.summary import image_table, leaderboard, parse_labels
 
 hand_over_to_app()
@@ -36,8 +34,6 @@ hand_over_to_app()
 # A local server may read folders; a public one must not (off by default).
 LOCAL_FOLDERS_VARIABLE = "CONVVIZ_LOCAL_FOLDERS"
 MAX_ZIP_MB = 200
-THUMBNAIL_SIDE = 96
-CONFUSIONS_SHOWN = 12
 RESULT_KEY = "dataset_result"
 REQUEST_KEY = "dataset_requested"
 PENDING_KEY = "dataset_pending"
@@ -55,13 +51,16 @@ def finished_reports():
 
 
 def run_report_job(key, function, description):
-    """Runs (or joins) the job of `key` and returns its result, kept for later runs too."""
+    """Runs (or joins) the job of `key` and returns its result, kept for later runs too.
+
+    `function` is a function of a progress callback, or a `RemoteCall` for a
+    queue's worker (then the result is kept when it comes back).
+    """
     finished = finished_reports()
     if key in finished:
         return finished[key]
 
-    def job(progress):
-        result = function(progress)
+    def keep(result):
         if result is None:
             return None
         finished[key] = result
@@ -69,7 +68,15 @@ def run_report_job(key, function, description):
             finished.popitem(last=False)
         return result
 
+    if isinstance(function, RemoteCall):
+        job = RemoteCall(function.target, function.args, function.kwargs, finish=keep)
+    else:
+
+        def job(progress):
+            return keep(function(progress))
+
     return comparison.run_long_job(key, job, description, time_limit=DATASET_TIME_LIMIT)
+
 
 selection = current_selection()
 page_intro(
@@ -84,57 +91,9 @@ model = require_model(selection)
 layer = model.default_cam_layer()
 
 
-def thumbnail_url(image):
-    """A small PNG of an image as a data URL, for the table's picture column."""
-    scale = THUMBNAIL_SIDE / max(image.shape[:2])
-    small = figures.resize_to(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
-    return "data:image/png;base64," + base64.b64encode(figures.png_bytes(small)).decode("ascii")
-
-
 def explain_set(sources, names, methods, chance_seeds, road_fractions, labels, progress):
-    """The job: explain every image, write the report folder, keep only small pictures."""
-    total = len(sources) * count_masked_inputs(methods, 32, chance_seeds, road_fractions)
-    done = [0]
-
-    def report(count):
-        done[0] += count
-        progress(done[0], total)
-
-    kept, confusions = [], [0]
-
-    def on_image(explanation):
-        if explanation.error is None:
-            image = explanation.image
-            scores = explanation.methods.get("grad-cam") or next(iter(explanation.methods.values()))
-            placed = model.heatmap_on_input(layer, scores.heatmap)
-            explanation.thumbnail = thumbnail_url(image)
-            explanation.overlay = thumbnail_url(overlay(image, placed))
-            true = labels.get(explanation.name)
-            if true is not None and true != explanation.predicted_class and confusions[0] < CONFUSIONS_SHOWN:
-                confusions[0] += 1
-                true_map = class_activation_map(model, image, "grad-cam", class_index=true, layer_name=layer)
-                explanation.confusion = (
-                    figures.fit_within(overlay(image, model.heatmap_on_input(layer, true_map)), 480),
-                    figures.fit_within(overlay(image, placed), 480),
-                )
-            # The report's files are written: only the small pictures stay in memory.
-            explanation.image = None
-        kept.append(explanation)
-
-    folder = tempfile.mkdtemp(prefix="convviz-dataset-")
-    settings = {"images": len(sources), "layer": layer, "methods": methods, "class": "top", "steps": 32,
-                "chance_seeds": list(chance_seeds), "road": road_fractions is not None,
-                "road_fractions": None if road_fractions is None else list(road_fractions), "image_max_side": 1024}
-    explain_to_folder(
-        model, sources, names, folder, layer, on_image, methods=methods, steps=32, chance_seeds=chance_seeds,
-        road_fractions=road_fractions, progress=report, prepare_image=figures.fit_within,
-    )
-    write_manifest(folder, manifest("dataset", settings, model.name))
-    archive = zip_folder(folder)
-    for path in sorted(Path(folder).rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    Path(folder).rmdir()
-    return kept, archive
+    """The job in this process: every image explained, the report ZIP (`explain_dataset`)."""
+    return explain_dataset(model, layer, sources, names, methods, chance_seeds, road_fractions, labels, progress)
 
 
 upload = st.file_uploader("Images (a .zip)", type=["zip"], max_upload_size=MAX_ZIP_MB, key="dataset_zip")
@@ -177,12 +136,16 @@ if st.session_state.pop(REQUEST_KEY, False):
         road_fractions = DEFAULT_FRACTIONS if with_road else None
         key = ("dataset", selection.model_key, digest, tuple(methods), chance_seeds, with_road,
                tuple(sorted(labels.items())))
-        st.session_state[PENDING_KEY] = (key, labels, selection.model_key)
-        kept, archive = run_report_job(
-            key,
-            lambda progress: explain_set(sources, names, methods, chance_seeds, road_fractions, labels, progress),
-            f"explanations of {len(sources)} images",
-        )
+        source = cached.model_source(selection.model_key, model) if upload is not None and not folder_text else None
+        if source is not None:
+            # On a queue's worker: the ZIP goes through the shared cache, once.
+            job = RemoteCall("convviz_core.remote_jobs:dataset_report", (
+                source, store_shared_file(UPLOADS_FOLDER, data, ".zip"), layer, tuple(methods), chance_seeds,
+                road_fractions, labels))
+        else:
+            job = functools.partial(explain_set, sources, names, methods, chance_seeds, road_fractions, labels)
+        st.session_state[PENDING_KEY] = (key, labels, selection.model_key, source is not None)
+        kept, archive = run_report_job(key, job, f"explanations of {len(sources)} images")
         st.session_state.pop(PENDING_KEY, None)
         st.session_state[RESULT_KEY] = {"explanations": kept, "archive": archive, "labels": labels,
                                         "model_key": selection.model_key}
@@ -196,9 +159,11 @@ if st.session_state.pop(REQUEST_KEY, False):
 pending = st.session_state.get(PENDING_KEY)
 if pending is not None and not st.session_state.get(REQUEST_KEY):
     # A run replaced the one that started the job: wait for the same job (or take its result).
-    key, labels, model_key = pending
+    key, labels, model_key, remote = pending
     try:
-        outcome = run_report_job(key, lambda progress: None, "the explanations")
+        # A job that returns None joins the job of `key` if it is under way.
+        nothing = RemoteCall("convviz_core.remote_jobs:nothing") if remote else lambda progress: None
+        outcome = run_report_job(key, nothing, "the explanations")
         if outcome is None:
             st.info("That computation is gone; press **Explain the set** again.")
         else:

@@ -78,6 +78,10 @@ class ModelFileRefused(InputError):
         self.stage = stage
         self.final = final
 
+    def __reduce__(self):
+        # Pickled whole, so that a queue's worker hands it to the page as it was raised.
+        return type(self), (self.stage, str(self), self.final)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelCheckReport:
