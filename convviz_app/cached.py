@@ -36,27 +36,25 @@ import cv2
 import numpy as np
 import streamlit as st
 
+from convviz_app import figures
 from convviz_core import activation_grid, activations, dead_channels, load_model, load_uploaded_model, overlay
+from convviz_core.cam.gradcam import grad_cam_with_probabilities
+from convviz_core.cam.methods import class_activation_maps_with_probabilities
 from convviz_core.errors import InputError
-from convviz_core.overlays import colorize
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
 from convviz_core.features.dataset_examples import dataset_examples
+from convviz_core.features.patterns import METHODS, pattern_grid
+from convviz_core.graph.summary import summarize_model
+from convviz_core.inputs.images import fit_within, load_image_info, resize_to
 from convviz_core.inputs.samples import sample_image, sample_names
-from convviz_core.features.patterns import METHODS
 from convviz_core.jobs import Priority, make_job_pool
-from convviz_core.cam.gradcam import grad_cam_with_probabilities
-from convviz_core.cam.methods import class_activation_maps_with_probabilities
 from convviz_core.metrics.average_drop import average_drop_increase
 from convviz_core.metrics.deletion_insertion import deletion_insertion
 from convviz_core.metrics.random_baseline import RandomBaseline, random_baseline
 from convviz_core.metrics.sanity import cascading_randomization
-from convviz_core.inputs.images import load_image_info, resize_to
 from convviz_core.models.registry import BUILTIN_MODELS
-from convviz_core.features.patterns import pattern_grid
-from convviz_core.graph.summary import summarize_model
-
-from convviz_app import figures
+from convviz_core.overlays import colorize
 
 UPLOADED_MODEL_ENTRIES = 4
 # What the computed arrays and pictures of every session may take together
@@ -324,7 +322,7 @@ def decoded_image(upload_hash, _data):
         InputError: If the file is not an image ConvViz can read.
     """
     info = load_image_info(_data)
-    pixels = figures.fit_within(info.pixels)
+    pixels = fit_within(info.pixels)
     notes = list(info.notes)
     if pixels.shape != info.pixels.shape:
         height, width = info.pixels.shape[:2]

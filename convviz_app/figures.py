@@ -6,18 +6,12 @@ import cv2
 import numpy as np
 import plotly.graph_objects as go
 
-from convviz_core.inputs.images import resize_to
-
 # Wider pictures are shrunk by the browser anyway (Streamlit's content is at
 # most 1460 pixels wide), so enlarging past this only costs bytes.
 MAX_DISPLAY_WIDTH = 1460
 # Small feature maps (7x7) are enlarged with nearest-neighbour so that each
 # value shows as a crisp square instead of a browser-smoothed blur.
 MIN_TILE_PIXELS = 48
-# The longer side of an uploaded photo is reduced to this for the app: every
-# view resizes to the model's input (224 or so) and the overlay is shown on
-# screen, so more pixels only cost memory in a server shared by a class.
-MAX_WORKING_SIDE = 1024
 
 
 def viridis(levels):
@@ -50,20 +44,6 @@ def enlarge_tiles(image, tile_side, min_tile=MIN_TILE_PIXELS, max_width=MAX_DISP
     if factor == 1:
         return image
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-
-
-def fit_within(image, max_side=MAX_WORKING_SIDE):
-    """Shrinks an RGB image so its longer side is at most `max_side`, keeping its shape.
-
-    Returns:
-        The image itself when it already fits, else a resized copy.
-    """
-    height, width = image.shape[:2]
-    longer = max(height, width)
-    if longer <= max_side:
-        return image
-    scale = max_side / longer
-    return resize_to(image, (max(1, round(height * scale)), max(1, round(width * scale))))
 
 
 def png_bytes(image):

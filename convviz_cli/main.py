@@ -205,7 +205,7 @@ def _progress_bar(total, unit):
 
 
 def run_explain(arguments):
-    from convviz_app.figures import fit_within
+    from convviz_core.inputs.images import fit_within
     from convviz_core.metrics.road import DEFAULT_FRACTIONS
     from convviz_core.reports.discovery import find_images
     from convviz_core.reports.files import explain_to_folder, manifest, write_manifest

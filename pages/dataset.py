@@ -22,6 +22,7 @@ from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
 from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS, class_activation_map
+from convviz_core.inputs.images import fit_within
 from convviz_core.jobs import JobCancelled
 from convviz_core.metrics.road import DEFAULT_FRACTIONS
 from convviz_core.overlays import overlay
@@ -114,8 +115,8 @@ def explain_set(sources, names, methods, chance_seeds, road_fractions, labels, p
                 confusions[0] += 1
                 true_map = class_activation_map(model, image, "grad-cam", class_index=true, layer_name=layer)
                 explanation.confusion = (
-                    figures.fit_within(overlay(image, model.heatmap_on_input(layer, true_map)), 480),
-                    figures.fit_within(overlay(image, placed), 480),
+                    fit_within(overlay(image, model.heatmap_on_input(layer, true_map)), 480),
+                    fit_within(overlay(image, placed), 480),
                 )
             # The report's files are written: only the small pictures stay in memory.
             explanation.image = None
@@ -127,7 +128,7 @@ def explain_set(sources, names, methods, chance_seeds, road_fractions, labels, p
                 "road_fractions": None if road_fractions is None else list(road_fractions), "image_max_side": 1024}
     explain_to_folder(
         model, sources, names, folder, layer, on_image, methods=methods, steps=32, chance_seeds=chance_seeds,
-        road_fractions=road_fractions, progress=report, prepare_image=figures.fit_within,
+        road_fractions=road_fractions, progress=report, prepare_image=fit_within,
     )
     write_manifest(folder, manifest("dataset", settings, model.name))
     archive = zip_folder(folder)

@@ -29,8 +29,7 @@ import struct
 
 import cv2
 import numpy as np
-from PIL import ExifTags
-from PIL import Image
+from PIL import ExifTags, Image
 
 from convviz_core.errors import InputError
 
@@ -41,6 +40,11 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE_PIXELS = 8
 MAX_ASPECT_RATIO = 50
+# The longer side an uploaded photo is reduced to for the dashboard and the
+# command (`fit_within`): every view resizes to the model's input (224 or so)
+# and overlays are shown on screen, so more pixels only cost memory in a
+# server shared by a class.
+MAX_WORKING_SIDE = 1024
 
 # The background that transparent pixels are shown on.
 BACKGROUND_COLOR = (255, 255, 255)
@@ -299,6 +303,20 @@ def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
             result, (target_width, target_height), interpolation=cv2.INTER_LINEAR
         )
     return result
+
+
+def fit_within(image, max_side=MAX_WORKING_SIDE):
+    """Shrinks an RGB image so its longer side is at most `max_side`, keeping its shape.
+
+    Returns:
+        The image itself when it already fits, else a resized copy.
+    """
+    height, width = image.shape[:2]
+    longer = max(height, width)
+    if longer <= max_side:
+        return image
+    scale = max_side / longer
+    return resize_to(image, (max(1, round(height * scale)), max(1, round(width * scale))))
 
 
 def _parse_size(size) -> tuple[int, int]:
