@@ -43,7 +43,7 @@ from convviz_core.cam.methods import class_activation_maps_with_probabilities
 from convviz_core.errors import InputError
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
-from convviz_core.features.dataset_examples import dataset_examples
+from convviz_core.features.dataset_examples import dataset_examples, dataset_examples_of_image_set
 from convviz_core.features.patterns import METHODS, pattern_grid
 from convviz_core.graph.summary import summarize_model
 from convviz_core.inputs.images import fit_within, load_image_info, resize_to
@@ -508,6 +508,13 @@ def unit_examples(model_key, _model, image_keys, _images, layer_name, channel, c
         count=count,
         layer_activations=lambda key, image: layer_activations(model_key, _model, key, image, (layer_name,))[layer_name],
     )
+
+
+@cache_in_memory()
+def set_examples(model_key, _model, set_digest, _image_set, layer_name, channel, count, _progress=None):
+    """The patches of a user's set where one unit fires most, and the images skipped
+    (`dataset_examples_of_image_set`); run it in the job pool (`image_sets.unit_examples_of_set`)."""
+    return dataset_examples_of_image_set(_model, layer_name, channel, _image_set, count=count, progress=_progress)
 
 
 def warm_up_default_atlases():

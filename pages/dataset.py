@@ -10,25 +10,22 @@ report files the `convviz explain` command writes.
 
 import base64
 import collections
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 import streamlit as st
 
-from convviz_app import comparison, figures
+from convviz_app import comparison, figures, image_sets
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
 from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS, class_activation_map
-from convviz_core.inputs.images import fit_within
+from convviz_core.inputs.images import fit_within, resize_to
 from convviz_core.jobs import JobCancelled
 from convviz_core.metrics.road import DEFAULT_FRACTIONS
 from convviz_core.overlays import overlay
-from convviz_core.reports.archive import images_from_zip
 from convviz_core.reports.batch import count_masked_inputs
-from convviz_core.reports.discovery import find_images
 from convviz_core.reports.files import explain_to_folder, manifest, write_manifest, zip_folder
 from convviz_core.reports.summary import image_table, leaderboard, parse_labels
 
@@ -36,7 +33,6 @@ hand_over_to_app()
 
 # A local server may read folders; a public one must not (off by default).
 LOCAL_FOLDERS_VARIABLE = "CONVVIZ_LOCAL_FOLDERS"
-MAX_ZIP_MB = 200
 THUMBNAIL_SIDE = 96
 CONFUSIONS_SHOWN = 12
 RESULT_KEY = "dataset_result"
@@ -88,7 +84,7 @@ layer = model.default_cam_layer()
 def thumbnail_url(image):
     """A small PNG of an image as a data URL, for the table's picture column."""
     scale = THUMBNAIL_SIDE / max(image.shape[:2])
-    small = figures.resize_to(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
+    small = resize_to(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
     return "data:image/png;base64," + base64.b64encode(figures.png_bytes(small)).decode("ascii")
 
 
@@ -138,11 +134,28 @@ def explain_set(sources, names, methods, chance_seeds, road_fractions, labels, p
     return kept, archive
 
 
-upload = st.file_uploader("Images (a .zip)", type=["zip"], max_upload_size=MAX_ZIP_MB, key="dataset_zip")
+upload = st.file_uploader("Images (a .zip)", type=["zip"], max_upload_size=image_sets.MAX_ZIP_MB,
+                          key="dataset_zip", help="The One-unit page looks through the same set.")
 folder_text = ""
 if os.environ.get(LOCAL_FOLDERS_VARIABLE) == "1":
     folder_text = st.text_input("...or a folder on this computer", help="Searched recursively for images.",
                                 key="dataset_folder")
+# A new upload or folder becomes the session's set; without one, the set uploaded before (here or on the
+# One-unit page) stays.
+set_error = None
+try:
+    if folder_text:
+        image_set = image_sets.set_from_folder(folder_text)
+    elif upload is not None:
+        image_set = image_sets.set_from_upload(upload)
+    else:
+        image_set = image_sets.current_set()
+except InputError as error:
+    image_set, set_error = None, error
+if image_set is not None:
+    set_column, forget_column = st.columns([4, 1])
+    set_column.caption(f"The set: {image_set.title}, {len(image_set):,} images.")
+    forget_column.button("Forget the set", on_click=image_sets.forget_set, key="dataset_forget_set")
 labels_file = st.file_uploader("Labels (optional CSV: image,label)", type=["csv"], max_upload_size=5,
                                key="dataset_labels")
 methods = st.multiselect("Methods", list(CAM_METHODS), default=list(FAST_METHODS),
@@ -155,24 +168,18 @@ with_road = right.toggle("ROAD (about 7 s per map and image)", value=False, key=
 st.button("Explain the set", type="primary", key="dataset_run",
           on_click=st.session_state.__setitem__, args=(REQUEST_KEY, True))
 
-if st.session_state.pop(REQUEST_KEY, False):
+requested = st.session_state.pop(REQUEST_KEY, False)
+if set_error is not None and not requested:
+    st.error(str(set_error))
+if requested:
     try:
         if not methods:
             raise InputError("Choose at least one method.")
-        if folder_text:
-            paths = find_images([folder_text])
-            sources = paths
-            names = [path.relative_to(folder_text).as_posix() if path.is_relative_to(folder_text) else path.name
-                     for path in paths]
-            digest = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
-        elif upload is not None:
-            data = upload.getvalue()
-            members = images_from_zip(upload)
-            names = [name for name, _ in members]
-            sources = [value for _, value in members]
-            digest = hashlib.sha256(data).hexdigest()
-        else:
+        if set_error is not None:
+            raise set_error
+        if image_set is None:
             raise InputError("Upload a .zip of images first.")
+        sources, names, digest = image_set.sources, image_set.names, image_set.digest
         labels = parse_labels(labels_file.getvalue(), model) if labels_file is not None else {}
         chance_seeds = (0, 1, 2) if with_chance else ()
         road_fractions = DEFAULT_FRACTIONS if with_road else None
