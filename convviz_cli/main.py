@@ -18,6 +18,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# The dashboard `convviz serve` starts: found next to the packages in a checkout (or an editable install).
+DASHBOARD_APP = Path(__file__).resolve().parent.parent / "app.py"
 # Read by the dashboard's sidebar (`convviz_app.sidebar.SERVE_MODEL_VARIABLE`).
 SERVE_MODEL_VARIABLE = "CONVVIZ_SERVE_MODEL"
 SERVE_PREPROCESS_VARIABLE = "CONVVIZ_SERVE_PREPROCESS"
@@ -324,9 +326,14 @@ def run_activations(arguments):
 
 
 def run_serve(arguments):
-    app = Path(__file__).resolve().parent.parent / "app.py"
+    app = DASHBOARD_APP
     if not app.is_file():
-        raise Failure(f"The dashboard's app.py is not next to convviz_cli ({app}); run from a ConvViz checkout.")
+        # A wheel (`pip install .`) holds the packages only: app.py and pages/ stay in the checkout by design.
+        raise Failure(
+            f"convviz serve needs the source checkout: the dashboard (app.py and pages/) is not part of an "
+            f"installed package, and {app} does not exist. In a clone of ConvViz, install it with "
+            "`pip install --no-deps -e .` (after `pip install -r requirements.txt`) and run convviz serve again."
+        )
     environment = dict(os.environ)
     if arguments.model:
         from convviz_core.models.registry import BUILTIN_MODELS, PREPROCESS_PRESETS
