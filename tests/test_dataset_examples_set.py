@@ -141,3 +141,20 @@ def test_a_huge_image_in_a_set_is_skipped_and_the_others_are_shrunk():
     with pytest.raises(InputError, match="megapixels"):
         load_set_image(huge)
     assert load_set_image(png(np.zeros((3000, 1500, 3), np.uint8))).shape == (1024, 512, 3)
+
+
+def test_a_large_jpeg_of_a_set_is_decoded_at_a_reduced_scale_close_to_the_full_decode():
+    import io
+
+    from PIL import Image
+
+    from convviz_core.inputs.image_sets import load_set_image
+    from convviz_core.inputs.images import fit_within, load_image
+
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    small.resize((4000, 3000), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
+    reduced, full = load_set_image(buffer.getvalue()), fit_within(load_image(buffer.getvalue()))
+    assert reduced.shape == full.shape == (768, 1024, 3)
+    assert np.abs(reduced.astype(int) - full).mean() < 2

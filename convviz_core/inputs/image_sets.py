@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from convviz_core.errors import InputError
-from convviz_core.inputs.images import fit_within, load_image
+from convviz_core.inputs.images import MAX_WORKING_SIDE, fit_within, load_image_info
 from convviz_core.reports.archive import images_from_zip
 from convviz_core.reports.discovery import find_images
 
@@ -84,6 +84,9 @@ def image_set_from_folder(folder):
 def load_set_image(source):
     """Decodes one image of a set through the hardened loader, shrunk to `inputs.images.MAX_WORKING_SIDE`.
 
+    A large JPEG is decoded at a reduced scale (`load_image_info`'s
+    `draft_side`): a set of phone photos is read several times faster.
+
     Args:
         source: One of `ImageSet.sources`.
 
@@ -96,4 +99,4 @@ def load_set_image(source):
     """
     if isinstance(source, InputError):
         raise source
-    return fit_within(load_image(source))
+    return fit_within(load_image_info(source, draft_side=MAX_WORKING_SIDE).pixels)

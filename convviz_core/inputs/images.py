@@ -145,7 +145,7 @@ def load_image(source) -> np.ndarray:
     return load_image_info(source).pixels
 
 
-def load_image_info(source) -> LoadedImage:
+def load_image_info(source, draft_side=None) -> LoadedImage:
     """Decodes an image file to RGB and reports how it was converted.
 
     The first frame of an animation (or the first page of a TIFF) is used.
@@ -163,6 +163,11 @@ def load_image_info(source) -> LoadedImage:
         source: The file, as `bytes` (or `bytearray` / `memoryview`), a path
             (`str` or `os.PathLike`), or a binary file-like object such as
             Streamlit's `UploadedFile` or `io.BytesIO`.
+        draft_side: For a caller that shrinks the image to a longer side of
+            this anyway (`fit_within`): a large JPEG is then decoded at the
+            smallest of 1/2, 1/4 or 1/8 of its size whose longer side stays
+            at least this (libjpeg's DCT scaling, several times faster than a
+            full decode of a phone photo). Other formats decode in full.
 
     Returns:
         A `LoadedImage`.
@@ -197,6 +202,11 @@ def load_image_info(source) -> LoadedImage:
         try:
             frame_count = getattr(image, "n_frames", 1)
             image.seek(0)
+            if draft_side is not None and format_name in ("JPEG", "MPO"):
+                width, height = image.size
+                scale = min(1.0, draft_side / max(width, height))
+                # Pillow picks the smallest scale whose size is at least the one asked for.
+                image.draft(image.mode, (max(1, round(width * scale)), max(1, round(height * scale))))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(_describe_bomb()) from None
