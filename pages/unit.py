@@ -122,17 +122,16 @@ def show_examples(examples, title_of, nothing_found, caption):
 
 
 st.subheader("Where it fires most in real photos")
+upload = st.file_uploader(
+    "Look through your own set of images too (a .zip)", type=["zip"], max_upload_size=image_sets.MAX_ZIP_MB,
+    key="unit_set_zip", help="The same set as on the Dataset page: uploading it on either page is enough.",
+)
+if upload is not None:
+    try:
+        image_sets.set_from_upload(upload)
+    except InputError as error:
+        st.error(str(error))
 image_set = image_sets.current_set()
-if image_set is None:
-    upload = st.file_uploader(
-        "Look through your own set of images too (a .zip)", type=["zip"], max_upload_size=image_sets.MAX_ZIP_MB,
-        key="unit_set_zip", help="The same set as on the Dataset page: uploading it on either page is enough.",
-    )
-    if upload is not None:
-        try:
-            image_set = image_sets.set_from_upload(upload)
-        except InputError as error:
-            st.error(str(error))
 from_set = False
 if image_set is not None:
     choice_column, forget_column = st.columns([4, 1])
