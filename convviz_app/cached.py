@@ -56,10 +56,13 @@ from convviz_core.explanations import (  # noqa: F401 - ClassMap and MapScores a
 )
 from convviz_core.features import atlas_service
 from convviz_core.features.atlas_cache import FilterAtlasCache
-from convviz_core.features.dataset_examples import dataset_examples
+from convviz_core.features.dataset_examples import (
+    dataset_examples,
+    dataset_examples_of_image_set,
+)
 from convviz_core.features.patterns import METHODS, pattern_grid
 from convviz_core.graph.summary import summarize_model
-from convviz_core.inputs.images import load_image_info, resize_to
+from convviz_core.inputs.images import fit_within, load_image_info, resize_to
 from convviz_core.inputs.samples import sample_image, sample_names
 from convviz_core.jobs import Priority, make_job_pool
 from convviz_core.metrics.sanity import cascading_randomization
@@ -367,7 +370,7 @@ def decoded_image(upload_hash, _data):
         InputError: If the file is not an image ConvViz can read.
     """
     info = load_image_info(_data)
-    pixels = figures.fit_within(info.pixels)
+    pixels = fit_within(info.pixels)
     notes = list(info.notes)
     if pixels.shape != info.pixels.shape:
         height, width = info.pixels.shape[:2]
@@ -553,6 +556,13 @@ def unit_examples(model_key, _model, image_keys, _images, layer_name, channel, c
         count=count,
         layer_activations=lambda key, image: layer_activations(model_key, _model, key, image, (layer_name,))[layer_name],
     )
+
+
+@cache_in_memory()
+def set_examples(model_key, _model, set_digest, _image_set, layer_name, channel, count, _progress=None):
+    """The patches of a user's set where one unit fires most, and the images skipped
+    (`dataset_examples_of_image_set`); run it in the job pool (`image_sets.unit_examples_of_set`)."""
+    return dataset_examples_of_image_set(_model, layer_name, channel, _image_set, count=count, progress=_progress)
 
 
 def warm_up_default_atlases():

@@ -19,7 +19,7 @@ from convviz_core.cam.methods import CAM_METHODS
 from convviz_core.explanations import score_maps as score_maps_together
 from convviz_core.jobs import Priority, QueueFull, RemoteCall, wait_for
 from convviz_core.metrics.deletion_insertion import DEFAULT_STEPS
-from convviz_core.metrics.random_baseline import DEFAULT_SEEDS
+from convviz_core.metrics.random_baseline import DEFAULT_SEEDS, beats_chance
 from convviz_core.overlays import colorize, overlay
 
 
@@ -109,10 +109,11 @@ def run_long_job(key, function, description, found=None, time_limit=None):
 def faithfulness_verdict(scores, chance):
     """Says in plain words whether a map beats random maps on this image.
 
-    A map beats chance on deletion when its area is below the random maps'
-    mean by more than their spread (removing what it points at first makes
-    the class fall faster), and on insertion when its area is above theirs by
-    more than their spread.
+    The rule is core's `random_baseline.beats_chance` (the one the command's
+    report and the Dataset page's leaderboard use): a map beats chance on
+    deletion when its area is below the random maps' mean by more than their
+    spread (removing what it points at first makes the class fall faster),
+    and on insertion when its area is above theirs by more than their spread.
 
     Args:
         scores: A `cached.MapScores`.
@@ -123,8 +124,7 @@ def faithfulness_verdict(scores, chance):
         "beats chance on deletion only", "beats chance on insertion only" or
         "no better than chance".
     """
-    deletion_beats = scores.curves.deletion_auc < chance.deletion_auc - chance.deletion_auc_spread
-    insertion_beats = scores.curves.insertion_auc > chance.insertion_auc + chance.insertion_auc_spread
+    deletion_beats, insertion_beats = beats_chance(scores.curves, chance)
     if deletion_beats and insertion_beats:
         return "beats chance", (
             "Beats chance: removing what it points at makes the class fall faster, and revealing it "

@@ -7,7 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 # `fit_within` and `png_bytes` live in core (a queue's worker draws a dataset report's thumbnails too).
-from convviz_core.inputs.pictures import MAX_WORKING_SIDE, fit_within, png_bytes  # noqa: F401
+from convviz_core.inputs.images import MAX_WORKING_SIDE, fit_within  # noqa: F401
+from convviz_core.inputs.pictures import png_bytes  # noqa: F401
 
 # Wider pictures are shrunk by the browser anyway (Streamlit's content is at
 # most 1460 pixels wide), so enlarging past this only costs bytes.

@@ -12,14 +12,18 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from convviz_app import cached
+from convviz_app.address import Address, lesson_mode, one_of, share_panel
 from convviz_core import InputError, available_models
 from convviz_core.inputs.file_names import display_name
 from convviz_core.inputs.images import ALLOWED_FORMATS, MAX_FILE_BYTES
-from convviz_core.models.registry import DEFAULT_MODEL, MODEL_FILE_SUFFIXES, PREPROCESS_PRESETS, parse_class_names
 from convviz_core.inputs.samples import sample_captions, sample_image, sample_names
-
-from convviz_app import cached
-from convviz_app.address import Address, lesson_mode, one_of, share_panel
+from convviz_core.models.registry import (
+    DEFAULT_MODEL,
+    MODEL_FILE_SUFFIXES,
+    PREPROCESS_PRESETS,
+    parse_class_names,
+)
 
 SELECTION_KEY = "convviz_selection"
 UPLOAD_CHOICE = "upload"

@@ -18,6 +18,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# The dashboard `convviz serve` starts: found next to the packages in a checkout (or an editable install).
+DASHBOARD_APP = Path(__file__).resolve().parent.parent / "app.py"
 # Read by the dashboard's sidebar (`convviz_app.sidebar.SERVE_MODEL_VARIABLE`).
 SERVE_MODEL_VARIABLE = "CONVVIZ_SERVE_MODEL"
 SERVE_PREPROCESS_VARIABLE = "CONVVIZ_SERVE_PREPROCESS"
@@ -168,7 +170,12 @@ def load_command_model(name, preprocess="divide by 255", input_size=None):
     Returns:
         (VisionModel, the file whose SHA-256 identifies the weights, or None).
     """
-    from convviz_core.models.registry import BUILTIN_MODELS, PREPROCESS_PRESETS, load_model, load_uploaded_model
+    from convviz_core.models.registry import (
+        BUILTIN_MODELS,
+        PREPROCESS_PRESETS,
+        load_model,
+        load_uploaded_model,
+    )
 
     if name in BUILTIN_MODELS:
         return load_model(name), _builtin_file(name)
@@ -188,7 +195,9 @@ def load_command_model(name, preprocess="divide by 255", input_size=None):
 
 def _builtin_file(name):
     if name == "efficientnet-lite0":
-        from convviz_core.models.efficientnet_lite import efficientnet_lite0_weights_path
+        from convviz_core.models.efficientnet_lite import (
+            efficientnet_lite0_weights_path,
+        )
 
         return efficientnet_lite0_weights_path()
     if name == "small-convnet":
@@ -205,7 +214,7 @@ def _progress_bar(total, unit):
 
 
 def run_explain(arguments):
-    from convviz_app.figures import fit_within
+    from convviz_core.inputs.images import fit_within
     from convviz_core.metrics.road import DEFAULT_FRACTIONS
     from convviz_core.reports.discovery import find_images
     from convviz_core.reports.files import explain_to_folder, manifest, write_manifest
@@ -263,7 +272,11 @@ def _relative_name(path, roots):
 def run_patterns(arguments):
     from PIL import Image
 
-    from convviz_core.features.patterns import default_pattern_layer, filter_patterns, pattern_grid
+    from convviz_core.features.patterns import (
+        default_pattern_layer,
+        filter_patterns,
+        pattern_grid,
+    )
     from convviz_core.reports.files import manifest, write_manifest
 
     model, model_file = load_command_model(arguments.model, arguments.preprocess, arguments.input_size)
@@ -299,7 +312,11 @@ def run_activations(arguments):
 
     from convviz_app.figures import viridis
     from convviz_core.inputs.images import load_image
-    from convviz_core.intermediate_activations import activation_grid, activations, overview_layers
+    from convviz_core.intermediate_activations import (
+        activation_grid,
+        activations,
+        overview_layers,
+    )
     from convviz_core.reports.files import file_stem, manifest, write_manifest
 
     image = load_image(arguments.image)
@@ -324,9 +341,14 @@ def run_activations(arguments):
 
 
 def run_serve(arguments):
-    app = Path(__file__).resolve().parent.parent / "app.py"
+    app = DASHBOARD_APP
     if not app.is_file():
-        raise Failure(f"The dashboard's app.py is not next to convviz_cli ({app}); run from a ConvViz checkout.")
+        # A wheel (`pip install .`) holds the packages only: app.py and pages/ stay in the checkout by design.
+        raise Failure(
+            f"convviz serve needs the source checkout: the dashboard (app.py and pages/) is not part of an "
+            f"installed package, and {app} does not exist. In a clone of ConvViz, install it with "
+            "`pip install --no-deps -e .` (after `pip install -r requirements.txt`) and run convviz serve again."
+        )
     environment = dict(os.environ)
     if arguments.model:
         from convviz_core.models.registry import BUILTIN_MODELS, PREPROCESS_PRESETS

@@ -51,8 +51,8 @@ import dataclasses
 import enum
 import importlib
 import itertools
-import pickle
 import os
+import pickle
 import threading
 import time
 import weakref

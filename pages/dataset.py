@@ -10,30 +10,24 @@ report files the `convviz explain` command writes.
 
 import collections
 import functools
-import hashlib
 import os
 
 import streamlit as st
 
-from convviz_app import cached, comparison
+from convviz_app import cached, comparison, image_sets
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
 from convviz_core.cam.methods import CAM_METHODS, FAST_METHODS
 from convviz_core.jobs import JobCancelled, RemoteCall
 from convviz_core.metrics.road import DEFAULT_FRACTIONS
-from convviz_core.models.sources import store_shared_file
-from convviz_core.remote_jobs import UPLOADS_FOLDER
-from convviz_core.reports.archive import images_from_zip
 from convviz_core.reports.dataset_report import explain_dataset
-from convviz_core.reports.discovery import find_images
 from convviz_core.reports.summary import image_table, leaderboard, parse_labels
 
 hand_over_to_app()
 
 # A local server may read folders; a public one must not (off by default).
 LOCAL_FOLDERS_VARIABLE = "CONVVIZ_LOCAL_FOLDERS"
-MAX_ZIP_MB = 200
 RESULT_KEY = "dataset_result"
 REQUEST_KEY = "dataset_requested"
 PENDING_KEY = "dataset_pending"
@@ -96,11 +90,28 @@ def explain_set(sources, names, methods, chance_seeds, road_fractions, labels, p
     return explain_dataset(model, layer, sources, names, methods, chance_seeds, road_fractions, labels, progress)
 
 
-upload = st.file_uploader("Images (a .zip)", type=["zip"], max_upload_size=MAX_ZIP_MB, key="dataset_zip")
+upload = st.file_uploader("Images (a .zip)", type=["zip"], max_upload_size=image_sets.MAX_ZIP_MB,
+                          key="dataset_zip", help="The One-unit page looks through the same set.")
 folder_text = ""
 if os.environ.get(LOCAL_FOLDERS_VARIABLE) == "1":
     folder_text = st.text_input("...or a folder on this computer", help="Searched recursively for images.",
                                 key="dataset_folder")
+# A new upload or folder becomes the session's set; without one, the set uploaded before (here or on the
+# One-unit page) stays.
+set_error = None
+try:
+    if folder_text:
+        image_set = image_sets.set_from_folder(folder_text)
+    elif upload is not None:
+        image_set = image_sets.set_from_upload(upload)
+    else:
+        image_set = image_sets.current_set()
+except InputError as error:
+    image_set, set_error = None, error
+if image_set is not None:
+    set_column, forget_column = st.columns([4, 1])
+    set_column.caption(f"The set: {image_set.title}, {len(image_set):,} images.")
+    forget_column.button("Forget the set", on_click=image_sets.forget_set, key="dataset_forget_set")
 labels_file = st.file_uploader("Labels (optional CSV: image,label)", type=["csv"], max_upload_size=5,
                                key="dataset_labels")
 methods = st.multiselect("Methods", list(CAM_METHODS), default=list(FAST_METHODS),
@@ -113,35 +124,28 @@ with_road = right.toggle("ROAD (about 7 s per map and image)", value=False, key=
 st.button("Explain the set", type="primary", key="dataset_run",
           on_click=st.session_state.__setitem__, args=(REQUEST_KEY, True))
 
-if st.session_state.pop(REQUEST_KEY, False):
+requested = st.session_state.pop(REQUEST_KEY, False)
+if set_error is not None and not requested:
+    st.error(str(set_error))
+if requested:
     try:
         if not methods:
             raise InputError("Choose at least one method.")
-        if folder_text:
-            paths = find_images([folder_text])
-            sources = paths
-            names = [path.relative_to(folder_text).as_posix() if path.is_relative_to(folder_text) else path.name
-                     for path in paths]
-            digest = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
-        elif upload is not None:
-            data = upload.getvalue()
-            members = images_from_zip(upload)
-            names = [name for name, _ in members]
-            sources = [value for _, value in members]
-            digest = hashlib.sha256(data).hexdigest()
-        else:
+        if set_error is not None:
+            raise set_error
+        if image_set is None:
             raise InputError("Upload a .zip of images first.")
+        sources, names, digest = image_set.sources, image_set.names, image_set.digest
         labels = parse_labels(labels_file.getvalue(), model) if labels_file is not None else {}
         chance_seeds = (0, 1, 2) if with_chance else ()
         road_fractions = DEFAULT_FRACTIONS if with_road else None
         key = ("dataset", selection.model_key, digest, tuple(methods), chance_seeds, with_road,
                tuple(sorted(labels.items())))
-        source = cached.model_source(selection.model_key, model) if upload is not None and not folder_text else None
+        source = cached.model_source(selection.model_key, model) if image_set.archive else None
         if source is not None:
-            # On a queue's worker: the ZIP goes through the shared cache, once.
+            # On a queue's worker: the ZIP went to the shared cache when it became the set.
             job = RemoteCall("convviz_core.remote_jobs:dataset_report", (
-                source, store_shared_file(UPLOADS_FOLDER, data, ".zip"), layer, tuple(methods), chance_seeds,
-                road_fractions, labels))
+                source, image_set.digest, layer, tuple(methods), chance_seeds, road_fractions, labels))
         else:
             job = functools.partial(explain_set, sources, names, methods, chance_seeds, road_fractions, labels)
         st.session_state[PENDING_KEY] = (key, labels, selection.model_key, source is not None)

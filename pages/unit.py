@@ -6,12 +6,14 @@ built-in model). It shows the unit's pattern by the book's gradient ascent
 and by the clear mode, the clear mode's diversity set (several different
 pictures the unit likes), its activation on your image and where it fires,
 and the patches of the sample photos and of your uploads that excite it most
-(OpenAI Microscope's "dataset examples", for your own images).
+(OpenAI Microscope's "dataset examples", for your own images), or the top 9
+over your own set of images (a ZIP, shared with the Dataset page), searched in
+the server's job pool.
 """
 
 import streamlit as st
 
-from convviz_app import cached, figures
+from convviz_app import cached, figures, image_sets
 from convviz_app.address import Address, integer, one_of
 from convviz_app.atlas_view import show_atlas
 from convviz_app.router import hand_over_to_app
@@ -27,6 +29,9 @@ hand_over_to_app()
 
 DIVERSITY_COUNT = 4
 EXAMPLE_COUNT = 8
+# The issue's top 9 over the user's set: a 3x3 sheet, one patch per image.
+SET_EXAMPLE_COUNT = 9
+SKIPPED_LISTED = 3
 
 selection = current_selection()
 page_intro(
@@ -102,19 +107,69 @@ overlay_column.image(
     width="stretch",
 )
 
-st.subheader("Where it fires most in real photos")
-images = cached.session_images(selection)
-examples = cached.unit_examples(model_key, model, tuple(images), images, layer, channel, EXAMPLE_COUNT)
-if not examples:
-    st.info("This unit fires on none of the sample photos or your images.")
-else:
+
+def show_examples(examples, title_of, nothing_found, caption):
+    """Draws dataset examples, strongest first, each captioned with its image's name and its score."""
+    if not examples:
+        st.info(nothing_found)
+        return
     st.image(
         [example.patch for example in examples],
-        caption=[f"{cached.image_title(example.image_key)}: {example.score:.3g}" for example in examples],
+        caption=[f"{title_of(example.image_key)}: {example.score:.3g}" for example in examples],
         width=120,
     )
-    st.caption(
+    st.caption(caption)
+
+
+st.subheader("Where it fires most in real photos")
+upload = st.file_uploader(
+    "Look through your own set of images too (a .zip)", type=["zip"], max_upload_size=image_sets.MAX_ZIP_MB,
+    key="unit_set_zip", help="The same set as on the Dataset page: uploading it on either page is enough.",
+)
+if upload is not None:
+    try:
+        image_sets.set_from_upload(upload)
+    except InputError as error:
+        st.error(str(error))
+image_set = image_sets.current_set()
+from_set = False
+if image_set is not None:
+    choice_column, forget_column = st.columns([4, 1])
+    # Plain strings, not a format_func: Streamlit would keep the function, and with it this run's set.
+    choice = choice_column.radio(
+        "Examples from", ["the sample photos", image_sets.set_title(image_set)], index=1, horizontal=True,
+        key=f"unit_examples_from:{image_set.digest}",
+    )
+    forget_column.button("Forget the set", on_click=image_sets.forget_set, key="unit_forget_set")
+    from_set = choice != "the sample photos"
+
+if from_set:
+    try:
+        examples, skipped = image_sets.unit_examples_of_set(model_key, model, image_set, layer, channel,
+                                                            SET_EXAMPLE_COUNT)
+    except JobCancelled:
+        st.warning("The search was cancelled. Choose the set again to start over.")
+        st.stop()
+    except InputError as error:
+        st.error(str(error))
+        st.stop()
+    if skipped:
+        listed = "; ".join(f"{name}: {message}" for name, message in skipped[:SKIPPED_LISTED])
+        more = f" (the first {SKIPPED_LISTED} below)" if len(skipped) > SKIPPED_LISTED else ""
+        st.warning(f"{len(skipped):,} of the {len(image_set):,} images could not be read and were skipped{more}. "
+                   f"{listed}")
+    show_examples(
+        examples, str, f"This unit fires on none of the images of {image_set.title}.",
+        f"The {len(examples)} patches, among the {len(image_set) - len(skipped):,} images of {image_set.title}, "
+        "where the unit's activation is highest (one per image); each is the part of the image that one pixel "
+        "of the layer looks at.",
+    )
+else:
+    images = cached.session_images(selection)
+    examples = cached.unit_examples(model_key, model, tuple(images), images, layer, channel, EXAMPLE_COUNT)
+    show_examples(
+        examples, cached.image_title, "This unit fires on none of the sample photos or your images.",
         f"The {len(examples)} patches, among the {len(images)} sample photos and your uploads, where "
         "the unit's activation is highest (at most two per photo); each is the part of the photo "
-        "that one pixel of the layer looks at."
+        "that one pixel of the layer looks at.",
     )

@@ -7,9 +7,10 @@ import pytest
 
 from convviz_app import figures
 from convviz_core import VisionModel, load_model
+from convviz_core.features.patterns import default_pattern_layer
+from convviz_core.inputs.images import fit_within
 from convviz_core.intermediate_activations import channel_map, most_active_channel, overview_layers
 from convviz_core.predictions import rank_classes
-from convviz_core.features.patterns import default_pattern_layer
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_enlarge_tiles_by_whole_factors(shape, tile, expected):
     [((300, 451, 3), (300, 451, 3)), ((3000, 4000, 3), (768, 1024, 3)), ((2048, 512, 3), (1024, 256, 3))],
 )
 def test_fit_within_keeps_the_shape_of_the_photo(shape, expected):
-    assert figures.fit_within(np.zeros(shape, np.uint8)).shape == expected
+    assert fit_within(np.zeros(shape, np.uint8)).shape == expected
 
 
 def test_png_bytes_round_trip():

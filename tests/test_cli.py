@@ -174,3 +174,15 @@ def test_the_project_installs_with_its_console_script(tmp_path):
     result = subprocess.run([str(tmp_path / "venv" / "bin" / "convviz"), "explain", "--help"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: convviz explain")
+
+
+def test_serve_outside_a_checkout_says_to_install_the_checkout_in_editable_mode(monkeypatch, tmp_path, capsys):
+    # As after `pip install .`: the wheel holds convviz_cli but not app.py and pages/.
+    missing = tmp_path / "site-packages" / "app.py"
+    monkeypatch.setattr("convviz_cli.main.DASHBOARD_APP", missing)
+    assert main(["serve", "small-convnet"]) == 1
+    assert capsys.readouterr().err == (
+        "convviz: error: convviz serve needs the source checkout: the dashboard (app.py and pages/) is not part of "
+        f"an installed package, and {missing} does not exist. In a clone of ConvViz, install it with "
+        "`pip install --no-deps -e .` (after `pip install -r requirements.txt`) and run convviz serve again.\n"
+    )

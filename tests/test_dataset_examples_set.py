@@ -50,3 +50,111 @@ def test_a_channel_out_of_range_is_refused():
     model = convviz_core.load_model("small-convnet")
     with pytest.raises(InputError, match="there is no channel 999"):
         dataset_examples_of_set(model, "conv2d_2", 999, [], [])
+
+
+# --- A user's set (a ZIP of images), the way the One-unit page reads it ------------------------------
+
+
+def red_detector():
+    """A tiny model whose unit `colour` 0 is the red value of a pixel (/255), channel 1 the green."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    colour = keras.layers.Conv2D(2, 1, activation="relu", name="colour")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(colour)
+    outputs = keras.layers.Dense(2, activation="softmax", name="head")(pooled)
+    model = keras.Model(inputs, outputs, name="red_detector")
+    kernel = np.zeros((1, 1, 3, 2), np.float32)
+    kernel[0, 0, 0, 0] = 1.0  # Channel 0: red.
+    kernel[0, 0, 1, 1] = 1.0  # Channel 1: green.
+    model.get_layer("colour").set_weights([kernel, np.zeros(2, np.float32)])
+    return convviz_core.VisionModel(model, preprocess=lambda batch: batch / 255.0)
+
+
+def png(image):
+    import cv2
+
+    return cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))[1].tobytes()
+
+
+def zip_of(files):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_set_from_a_zip_gives_the_known_strongest_patches_and_names_the_skipped_images():
+    from convviz_core.features.dataset_examples import dataset_examples_of_image_set
+    from convviz_core.inputs.image_sets import image_set_from_zip
+
+    dim = np.zeros((40, 40, 3), np.uint8)
+    dim[..., 0] = 100
+    bright = np.zeros((32, 48, 3), np.uint8)
+    bright[8:24, 24:48, 0] = 250  # The right half's middle: the 1x1 unit's strongest pixels.
+    green = np.zeros((20, 20, 3), np.uint8)
+    green[..., 1] = 200
+    data = zip_of({"set/dim.png": png(dim), "set/green.png": png(green), "set/broken.png": b"not a png",
+                   "set/bright.png": png(bright)})
+    image_set = image_set_from_zip(data, title="set.zip")
+    assert image_set.names == ("set/dim.png", "set/green.png", "set/broken.png", "set/bright.png")
+    examples, skipped = dataset_examples_of_image_set(red_detector(), "colour", 0, image_set)
+    # The unit is red / 255 at each pixel: bright's 250, then dim's 100; green never fires.
+    assert [example.image_key for example in examples] == ["set/bright.png", "set/dim.png"]
+    np.testing.assert_allclose([example.score for example in examples], [250 / 255, 100 / 255], rtol=1e-5)
+    # A 1x1 unit looks at one model pixel: 2x3 pixels of the 32x48 image (16x16 model input), all red.
+    assert examples[0].patch.shape == (2, 3, 3) and (examples[0].patch[..., 0] == 250).all()
+    assert [name for name, _ in skipped] == ["set/broken.png"]
+    assert "not an image ConvViz can read" in skipped[0][1]
+
+
+def test_a_set_with_no_readable_image_is_refused_with_what_to_do():
+    from convviz_core.features.dataset_examples import dataset_examples_of_image_set
+    from convviz_core.inputs.image_sets import image_set_from_zip
+
+    image_set = image_set_from_zip(zip_of({"a.png": b"not a png", "b.jpg": b"nor a jpeg"}), title="bad.zip")
+    with pytest.raises(InputError) as raised:
+        dataset_examples_of_image_set(red_detector(), "colour", 0, image_set)
+    assert str(raised.value).startswith(
+        "None of the 2 images in bad.zip could be read; choose a set of JPEG or PNG images. a.png: This file is "
+        "not an image"
+    )
+
+
+def test_a_huge_image_in_a_set_is_skipped_and_the_others_are_shrunk():
+    import io
+
+    from PIL import Image
+
+    from convviz_core.inputs.image_sets import load_set_image
+    from convviz_core.inputs.images import MAX_PIXELS
+
+    # A one-bit picture: a small file, refused from its header before any pixel is decoded.
+    side = int(MAX_PIXELS**0.5) + 8
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    huge = buffer.getvalue()
+    with pytest.raises(InputError, match="megapixels"):
+        load_set_image(huge)
+    assert load_set_image(png(np.zeros((3000, 1500, 3), np.uint8))).shape == (1024, 512, 3)
+
+
+def test_a_large_jpeg_of_a_set_is_decoded_at_a_reduced_scale_close_to_the_full_decode():
+    import io
+
+    from PIL import Image
+
+    from convviz_core.inputs.image_sets import load_set_image
+    from convviz_core.inputs.images import fit_within, load_image
+
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    small.resize((4000, 3000), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
+    reduced, full = load_set_image(buffer.getvalue()), fit_within(load_image(buffer.getvalue()))
+    assert reduced.shape == full.shape == (768, 1024, 3)
+    assert np.abs(reduced.astype(int) - full).mean() < 2

@@ -117,7 +117,7 @@ def _example(model, layer_name, image_key, image, value, position):
 
 
 def dataset_examples_of_set(model, layer_name, channel, sources, names, count=9, per_image=1, batch_size=32,
-                            load=None, progress=None):
+                            load=None, progress=None, on_skip=None):
     """Finds the patches that excite one channel most over a large set, in batches.
 
     The images are read one at a time and go through the model in batches
@@ -137,6 +137,8 @@ def dataset_examples_of_set(model, layer_name, channel, sources, names, count=9,
         load: Function source -> RGB uint8 array (default
             `inputs.images.load_image`); it may raise `InputError` to skip.
         progress: Optional function (images done, total); it may raise to cancel.
+        on_skip: Optional function (name, `InputError`) told of each image
+            the loader refused.
 
     Returns:
         [`Example`], strongest first (the same as `dataset_examples` over
@@ -168,8 +170,9 @@ def dataset_examples_of_set(model, layer_name, channel, sources, names, count=9,
         try:
             images.append(source if isinstance(source, np.ndarray) else load(source))
             keys.append(name)
-        except InputError:
-            pass
+        except InputError as error:
+            if on_skip is not None:
+                on_skip(name, error)
         if len(images) == batch_size or index == len(sources) - 1:
             if images:
                 score(images, keys)
@@ -177,6 +180,44 @@ def dataset_examples_of_set(model, layer_name, channel, sources, names, count=9,
             if progress is not None:
                 progress(index + 1, len(sources))
     return [_example(model, layer_name, key, kept[key], value, position) for value, key, position in best]
+
+
+def dataset_examples_of_image_set(model, layer_name, channel, image_set, count=9, progress=None):
+    """Finds the patches that excite one channel most over a user's `ImageSet`, and the images skipped.
+
+    Each image is decoded by `inputs.image_sets.load_set_image` (the hardened
+    loader, shrunk to a longer side of 1024), so a patch is cut from that.
+
+    Args:
+        model: A `VisionModel`.
+        layer_name: A layer from `model.layer_names`.
+        channel: A channel of that layer.
+        image_set: An `inputs.image_sets.ImageSet`.
+        count: The most patches to return (one per image).
+        progress: Optional function (images done, total); it may raise to cancel.
+
+    Returns:
+        ([`Example`] strongest first, named by the images' names in the set;
+        [(name, message)] of the images that could not be read).
+
+    Raises:
+        InputError: For an unknown layer, a channel out of range, or a set
+            none of whose images could be read.
+    """
+    from convviz_core.inputs.image_sets import load_set_image
+
+    skipped = []
+    examples = dataset_examples_of_set(
+        model, layer_name, channel, image_set.sources, image_set.names, count=count, per_image=1,
+        load=load_set_image, progress=progress, on_skip=lambda name, error: skipped.append((name, str(error))),
+    )
+    if skipped and len(skipped) == len(image_set):
+        name, message = skipped[0]
+        raise InputError(
+            f"None of the {len(image_set):,} images in {image_set.title} could be read; choose a set of JPEG or "
+            f"PNG images. {name}: {message}"
+        )
+    return examples, skipped
 
 
 def _scale_box(box, model_size, image_size):

@@ -29,8 +29,7 @@ import struct
 
 import cv2
 import numpy as np
-from PIL import ExifTags
-from PIL import Image
+from PIL import ExifTags, Image
 
 from convviz_core.errors import InputError
 
@@ -41,6 +40,11 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MIN_SIDE_PIXELS = 8
 MAX_ASPECT_RATIO = 50
+# The longer side an uploaded photo is reduced to for the dashboard and the
+# command (`fit_within`): every view resizes to the model's input (224 or so)
+# and overlays are shown on screen, so more pixels only cost memory in a
+# server shared by a class.
+MAX_WORKING_SIDE = 1024
 
 # The background that transparent pixels are shown on.
 BACKGROUND_COLOR = (255, 255, 255)
@@ -141,7 +145,7 @@ def load_image(source) -> np.ndarray:
     return load_image_info(source).pixels
 
 
-def load_image_info(source) -> LoadedImage:
+def load_image_info(source, draft_side=None) -> LoadedImage:
     """Decodes an image file to RGB and reports how it was converted.
 
     The first frame of an animation (or the first page of a TIFF) is used.
@@ -159,6 +163,11 @@ def load_image_info(source) -> LoadedImage:
         source: The file, as `bytes` (or `bytearray` / `memoryview`), a path
             (`str` or `os.PathLike`), or a binary file-like object such as
             Streamlit's `UploadedFile` or `io.BytesIO`.
+        draft_side: For a caller that shrinks the image to a longer side of
+            this anyway (`fit_within`): a large JPEG is then decoded at the
+            smallest of 1/2, 1/4 or 1/8 of its size whose longer side stays
+            at least this (libjpeg's DCT scaling, several times faster than a
+            full decode of a phone photo). Other formats decode in full.
 
     Returns:
         A `LoadedImage`.
@@ -193,6 +202,11 @@ def load_image_info(source) -> LoadedImage:
         try:
             frame_count = getattr(image, "n_frames", 1)
             image.seek(0)
+            if draft_side is not None and format_name in ("JPEG", "MPO"):
+                width, height = image.size
+                scale = min(1.0, draft_side / max(width, height))
+                # Pillow picks the smallest scale whose size is at least the one asked for.
+                image.draft(image.mode, (max(1, round(width * scale)), max(1, round(height * scale))))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(_describe_bomb()) from None
@@ -299,6 +313,20 @@ def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
             result, (target_width, target_height), interpolation=cv2.INTER_LINEAR
         )
     return result
+
+
+def fit_within(image, max_side=MAX_WORKING_SIDE):
+    """Shrinks an RGB image so its longer side is at most `max_side`, keeping its shape.
+
+    Returns:
+        The image itself when it already fits, else a resized copy.
+    """
+    height, width = image.shape[:2]
+    longer = max(height, width)
+    if longer <= max_side:
+        return image
+    scale = max_side / longer
+    return resize_to(image, (max(1, round(height * scale)), max(1, round(width * scale))))
 
 
 def _parse_size(size) -> tuple[int, int]:

@@ -10,8 +10,8 @@ import shutil
 import tempfile
 
 from convviz_core.cam.methods import class_activation_map
-from convviz_core.inputs.images import resize_to
-from convviz_core.inputs.pictures import fit_within, png_bytes
+from convviz_core.inputs.images import fit_within, resize_to
+from convviz_core.inputs.pictures import png_bytes
 from convviz_core.overlays import overlay
 from convviz_core.reports.batch import count_masked_inputs
 from convviz_core.reports.files import (
