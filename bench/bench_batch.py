@@ -36,6 +36,7 @@ from convviz_core.cam.methods import class_activation_map  # noqa: E402
 from convviz_core.metrics.deletion_insertion import deletion_insertion  # noqa: E402
 from convviz_core.predictions import class_probabilities  # noqa: E402
 from convviz_core.reports.batch import IMAGES_PER_POOL, explain_images  # noqa: E402
+from bench_core import cpu_flags  # noqa: E402
 
 STEPS = 32
 
@@ -89,6 +90,7 @@ def main():
         paths = make_images(folder, arguments.images)
         print(f"{len(paths)} JPEGs made in {time.perf_counter() - started:.1f} s; model {arguments.model}, "
               f"layer {layer}, Grad-CAM + deletion/insertion at {STEPS} steps, cores: {os.cpu_count()}")
+        print(f"CPU: {cpu_flags()}; load average at the start: {os.getloadavg()[0]:.2f}")
         compared = paths[: arguments.compare]
 
         # Warm both paths up (tracing) on an image outside the timed ones.
@@ -134,8 +136,8 @@ def main():
           f"ratio {one_image_seconds / compared_batch_seconds:.2f}x")
     print(f"largest difference on the compared images: map {map_difference:.2e}, area {area_difference:.2e} "
           f"({'equal to 1e-6' if max(map_difference, area_difference) <= 1e-6 else 'NOT equal to 1e-6'})")
-    print(f"target: {len(paths)} images in <= 10 min: {'met' if batch_seconds <= 600 else 'NOT met'} "
-          f"(this machine's 2 cores were shared with other work while measuring)")
+    print(f"target: {len(paths)} images in <= 10 min: {'met' if batch_seconds <= 600 else 'NOT met'}; "
+          f"load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine slows every figure)")
 
 
 if __name__ == "__main__":

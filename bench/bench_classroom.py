@@ -932,9 +932,16 @@ class TopologyMonitor:
             for key in connection.keys(job_queue.job_key("*")):
                 record = connection.hgetall(key)
                 started, finished = record.get(b"started_at"), record.get(b"finished_at")
+                error = ""
+                if record.get(b"outcome") == b"error":
+                    found = job_queue._error_from(record, record.get(b"description", b"a job").decode())
+                    error = f"{type(found).__name__}: {found}"
                 jobs.append({
                     "description": record.get(b"description", b"").decode(),
                     "outcome": record.get(b"outcome", b"").decode(),
+                    "state": record.get(b"state", b"").decode(),
+                    "priority": record.get(b"priority", b"").decode(),
+                    "error": error,
                     "worker": record.get(b"worker", b"").decode(),
                     "seconds": float(finished) - float(started) if started and finished else None,
                 })
@@ -954,6 +961,11 @@ def report_topology(figures, fault, students):
     lines.append(f"  queue: {len(jobs)} jobs {outcomes}; run time p50 "
                  f"{percentile([job['seconds'] for job in ran], 0.5):.1f} s, max "
                  f"{max([job['seconds'] for job in ran], default=float('nan')):.1f} s")
+    for job in jobs:
+        if job["outcome"] != "ok":
+            # Not every job has a waiting student: a warm-up still running, a request given up.
+            lines.append(f"    {job['outcome'] or 'unfinished'} ({job['state'] or '?'}, priority "
+                         f"{job['priority'] or '?'}): {job['description']}{': ' + job['error'] if job['error'] else ''}")
     if fault is not None:
         lines.append(f"  fault: {fault.report}")
         reasons = {}
