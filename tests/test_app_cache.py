@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from convviz_app import cached
 from convviz_app.cached import ByteBudgetCache, size_in_bytes
+from convviz_core import explanations
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 240
@@ -107,13 +108,13 @@ def test_cache_in_memory_keys_on_the_named_arguments_only():
 def test_the_grad_cam_page_computes_its_first_map_once(monkeypatch):
     cached.clear_memory_caches()
     calls = []
-    original = cached.grad_cam_with_probabilities
+    original = explanations.grad_cam_with_probabilities
 
     def counted(model, image, class_index=None, layer_name=None):
         calls.append((class_index, layer_name))
         return original(model, image, class_index, layer_name)
 
-    monkeypatch.setattr(cached, "grad_cam_with_probabilities", counted)
+    monkeypatch.setattr(explanations, "grad_cam_with_probabilities", counted)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.session_state["model_choice"] = "small-convnet"
     at.run()

@@ -23,6 +23,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from convviz_app import cached
+from convviz_core import explanations
 from convviz_core.features import patterns as patterns_module
 from convviz_core.intermediate_activations import TRACE_COUNTS as ACTIVATION_TRACES
 from convviz_core.cam.gradcam import TRACE_COUNTS as GRAD_CAM_TRACES
@@ -89,7 +90,8 @@ def core_calls(monkeypatch):
         return counted
 
     monkeypatch.setattr(cached, "activations", counting("activations", cached.activations))
-    monkeypatch.setattr(cached, "grad_cam_with_probabilities", counting("grad_cam", cached.grad_cam_with_probabilities))
+    monkeypatch.setattr(explanations, "grad_cam_with_probabilities",
+                        counting("grad_cam", explanations.grad_cam_with_probabilities))
     monkeypatch.setattr(
         patterns_module, "filter_patterns", counting("filter_patterns", patterns_module.filter_patterns)
     )
