@@ -40,6 +40,8 @@ def show_atlas(model, request, builtin, priority=Priority.NORMAL):
             session_id=cached.current_session_id(),
             priority=priority,
             wait_in_line=bool(st.session_state.get(wait_key)),
+            # An uploaded model's atlas goes to a queue's worker when there is one.
+            source=None if builtin else cached.model_source(None, model),
         )
     except QueueFull as full:
         st.warning(str(full))

@@ -12,14 +12,14 @@ across every replica and worker:
 - **Which jobs go to the workers.** Only a `RemoteCall`: a job named by an
   importable function and picklable arguments (an atlas of a built-in model
   is `RemoteCall("convviz_core.features.shared_atlas:compute_shared_atlas",
-  (request,))`; Score-CAM, faithfulness scores, the sanity check and a
-  dataset's report are `convviz_core.remote_jobs` functions of a
-  `models.sources.ModelSource`: the worker loads a built-in model by name,
-  or an uploaded file from the shared cache through the upload's safety
-  check, never a model from a pickle). Any other job function (a closure
-  over a model held in this replica's memory: an uploaded model's atlas, a
-  dataset read from a local folder) runs in this replica's own `JobPool`,
-  as without a queue.
+  (request,))`, an uploaded model's is `compute_atlas_of_source`; Score-CAM,
+  faithfulness scores, the sanity check and a dataset's report are
+  `convviz_core.remote_jobs` functions of a `models.sources.ModelSource`:
+  the worker loads a built-in model by name, or an uploaded file from the
+  shared cache through the upload's safety check, never a model from a
+  pickle). Any other job function (a closure over what this replica holds
+  in memory: a dataset read from a local folder, a unit's patches over a
+  session's set) runs in this replica's own `JobPool`, as without a queue.
 - **Identical requests share one job**, from any session of any replica:
   Redis maps a digest of the job's key to the job while it is unfinished.
 - **Priorities** are three RQ queues that every worker empties most urgent

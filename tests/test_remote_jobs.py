@@ -211,3 +211,27 @@ def test_the_compare_page_s_score_cam_is_computed_by_the_worker(queue, monkeypat
         cached.atlas_store.clear()  # In case it was made with this pool.
         pool.shutdown(wait=False, cancel_futures=True)
         cached.clear_memory_caches()
+
+
+def test_an_uploaded_model_s_atlas_is_computed_by_the_worker_and_kept_in_this_process(queue, pool, small, tmp_path):
+    from convviz_core import load_uploaded_model
+    from convviz_core.features.atlas_cache import FilterAtlasCache, atlas_request
+
+    model, _, _ = small
+    path = tmp_path / "mine.keras"
+    model.keras_model.save(path)
+    data = path.read_bytes()
+    uploaded = load_uploaded_model(data, "mine.keras", preprocess="divide by 255", input_size=(150, 150))
+    source = upload_source(data, "mine.keras", "divide by 255", None, (150, 150))
+    request = atlas_request(uploaded, "conv2d_1", [0, 5, 9], size=32, steps=6)
+    store = FilterAtlasCache(directory=tmp_path / "replica-atlases", pool=pool)
+
+    ticket = store.submit(uploaded, request, use_disk=False, session_id="s", source=source)
+    atlas = ticket.result(TIMEOUT)
+
+    assert record(queue[1], ticket)[b"worker"] == b"worker-1"
+    expected = FilterAtlasCache(directory=tmp_path / "here", memory_entries=1)._compute(uploaded, request, False, None)
+    np.testing.assert_allclose(atlas.patterns, expected.patterns, rtol=0, atol=1e-6)
+    # Kept in this replica's memory (an uploaded model's atlases never go to disk).
+    assert store.lookup(request, use_disk=False) is not None
+    assert not store.path(request).exists()

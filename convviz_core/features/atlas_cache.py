@@ -416,6 +416,7 @@ class FilterAtlasCache:
         priority=Priority.NORMAL,
         wait_in_line=False,
         time_limit=None,
+        source=None,
     ):
         """Returns the atlas of `request` at once if a cache has it, else queues its computation.
 
@@ -428,6 +429,9 @@ class FilterAtlasCache:
             session_id, priority, wait_in_line, time_limit: As for
                 `JobPool.submit_job`: the session's earlier atlas is
                 cancelled unless another session waits for it too.
+            source: For an uploaded model, the `models.sources.ModelSource`
+                a queue's worker loads it from (its file in the shared
+                cache), or None to compute its atlases in this process.
 
         Returns:
             A `convviz_core.jobs.JobTicket` whose result is an `Atlas`:
@@ -460,6 +464,16 @@ class FilterAtlasCache:
                 "convviz_core.features.shared_atlas:compute_shared_atlas",
                 (request,),
                 finish=functools.partial(self._read_shared_atlas, request),
+            )
+        elif not use_disk and source is not None and getattr(self.pool, "runs_remote_calls", False):
+            # An uploaded model's atlas on a queue's worker: the worker loads
+            # the model from its file in the shared cache (through the upload
+            # check) and sends the patterns back; they stay in this
+            # replica's memory only, as an uploaded model's atlases do.
+            compute = RemoteCall(
+                "convviz_core.features.shared_atlas:compute_atlas_of_source",
+                (source, request),
+                finish=functools.partial(self._keep_returned_atlas, request),
             )
         else:
 
@@ -515,6 +529,13 @@ class FilterAtlasCache:
                 "The app and its workers must share one cache folder (the same CONVVIZ_CACHE_DIR on a shared volume)."
             )
         return Atlas(request, atlas.patterns, source)
+
+    def _keep_returned_atlas(self, request, patterns):
+        """Keeps in memory the patterns a queue's worker sent back (`compute_atlas_of_source`)."""
+        patterns = np.array(patterns)
+        patterns.setflags(write=False)
+        self._remember(request, patterns)
+        return Atlas(request, patterns, "computed")
 
     def get_or_compute(self, model, request, progress=None, use_disk=None, poll_seconds=0.1, **submit_options):
         """Returns the atlas of `request`, computing it only if no cache has it (waiting in line).

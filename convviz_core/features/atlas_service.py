@@ -149,7 +149,8 @@ def atlas_priority(model, choice, builtin):
     return Priority.NORMAL
 
 
-def submit_atlas(store, model, request, builtin, session_id, priority=Priority.NORMAL, wait_in_line=False):
+def submit_atlas(store, model, request, builtin, session_id, priority=Priority.NORMAL, wait_in_line=False,
+                 source=None):
     """Asks the server's atlas cache for an atlas on behalf of a session.
 
     A built-in model's atlases are kept on disk; its default atlas
@@ -165,6 +166,8 @@ def submit_atlas(store, model, request, builtin, session_id, priority=Priority.N
             session cancels its earlier one unless someone else waits too).
         priority: From `atlas_priority`.
         wait_in_line: Queue it even if the queue is full.
+        source: An uploaded model's `ModelSource`, for a queue's worker
+            (`FilterAtlasCache.submit`), or None.
 
     Returns:
         A `JobTicket` whose result is an `Atlas`.
@@ -181,6 +184,7 @@ def submit_atlas(store, model, request, builtin, session_id, priority=Priority.N
         priority=priority,
         time_limit=math.inf if priority == Priority.URGENT else None,
         wait_in_line=wait_in_line,
+        source=None if builtin else source,
     )
 
 

@@ -1,9 +1,12 @@
-"""The atlas job a queue's worker runs (`convviz_core.job_queue`): a built-in model's atlas into the shared disk cache.
+"""The atlas jobs a queue's worker runs (`convviz_core.job_queue`).
 
-The app's `FilterAtlasCache.submit` sends `compute_shared_atlas` with the
-`AtlasRequest` to a worker when a queue is configured; the replica then reads
-the atlas from the disk cache that app and workers share. Kept apart from
-`atlas_cache` so that the queue's code is no part of an atlas's key.
+The app's `FilterAtlasCache.submit` sends them when a queue is configured:
+`compute_shared_atlas` with a built-in model's `AtlasRequest` (the replica
+then reads the atlas from the disk cache that app and workers share), and
+`compute_atlas_of_source` with an uploaded model's `ModelSource` (the
+patterns come back in the job's result: an uploaded model's atlases are not
+kept on disk). Kept apart from `atlas_cache` so that the queue's code is no
+part of an atlas's key.
 """
 
 import functools
@@ -47,3 +50,31 @@ def _shared_atlas_cache():
     # A worker's view of the disk cache (its memory cache spares a re-read
     # when a job asks for an atlas another job of this worker just made).
     return FilterAtlasCache(memory_entries=2)
+
+
+def compute_atlas_of_source(source, request, progress=None):
+    """A queue worker's job: an uploaded model's atlas, sent back as its patterns.
+
+    Args:
+        source: The `models.sources.ModelSource` of the upload (its file in
+            the shared cache, loaded through the upload check once per
+            worker process).
+        request: An `AtlasRequest` made for that model.
+        progress: The worker's progress callback.
+
+    Returns:
+        The patterns (the array an `Atlas` holds).
+
+    Raises:
+        ValueError: If the model loaded is not the one the request was made for.
+        InputError: If the file is missing or refused by the upload check.
+    """
+    from convviz_core.models.sources import worker_model
+
+    model = worker_model(source)
+    if not request.matches(model):
+        raise ValueError(
+            f"The uploaded model this worker loaded is not the one the app asked about ('{request.model_name}' "
+            "with its weights and preprocessing)."
+        )
+    return _shared_atlas_cache()._compute(model, request, False, progress).patterns
