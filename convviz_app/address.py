@@ -148,6 +148,23 @@ def overlay_strength(address, widget, key, initial=0.4):
     )
 
 
+def cam_layer(address, widget, model, key, help=None):
+    """The "Layer" picker of a CAM view (advanced), in the address as `layer`; the model's default CAM layer first."""
+    default = model.default_cam_layer()
+    return address.control(
+        "layer",
+        widget,
+        "Layer",
+        key=key,
+        parse=one_of(model.layer_names),
+        initial=default,
+        advanced=True,
+        options=model.layer_names,
+        index=model.layer_names.index(default),
+        help=help,
+    )
+
+
 def one_of(options, text=str):
     """A `parse` for a choice: the option whose text is the parameter."""
     by_text = {text(option): option for option in options}

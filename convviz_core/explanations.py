@@ -21,7 +21,8 @@ from convviz_core.cam.gradcam import grad_cam_with_probabilities
 from convviz_core.cam.methods import class_activation_maps_with_probabilities
 from convviz_core.metrics.average_drop import average_drop_increase
 from convviz_core.metrics.deletion_insertion import deletion_insertion
-from convviz_core.metrics.random_baseline import RandomBaseline, random_baseline
+from convviz_core.metrics.placement import resolve_class
+from convviz_core.metrics.random_baseline import random_maps, summarise_random_maps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,25 +111,16 @@ def chance_level(model, image, shape, class_index, layer_name, steps, seeds, pro
     Returns:
         A `RandomBaseline`.
     """
-    results = []
-    for done, seed in enumerate(seeds):
+    class_index = resolve_class(model, image, class_index)
+    curves, scores = [], []
+    for done, heatmap in enumerate(random_maps(shape, seeds)):
         if progress is not None:
             progress(done, len(seeds))
-        results.append(random_baseline(model, image, shape, class_index, layer_name, (seed,), steps))
+        curves.append(deletion_insertion(model, image, heatmap, class_index, layer_name, steps))
+        scores.append(average_drop_increase(model, image, heatmap, class_index, layer_name))
     if progress is not None:
         progress(len(seeds), len(seeds))
-    deletions = [result.deletion_auc for result in results]
-    insertions = [result.insertion_auc for result in results]
-    return RandomBaseline(
-        deletion_auc=float(np.mean(deletions)),
-        insertion_auc=float(np.mean(insertions)),
-        deletion_auc_spread=float(np.std(deletions)),
-        insertion_auc_spread=float(np.std(insertions)),
-        average_drop=float(np.mean([result.average_drop for result in results])),
-        increase_in_confidence=float(np.mean([result.increase_in_confidence for result in results])),
-        count=len(results),
-        class_index=int(class_index),
-    )
+    return summarise_random_maps(curves, scores, class_index)
 
 
 def score_maps(maps, steps, seeds, progress, chance=None, scores_of=None):

@@ -11,7 +11,7 @@ import functools
 import streamlit as st
 
 from convviz_app import cached, comparison, figures
-from convviz_app.address import Address, one_of
+from convviz_app.address import Address, cam_layer, one_of
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -63,17 +63,7 @@ class_index = address.control(
     index=ranked[0][0],
     format_func=class_label,
 )
-layer = address.control(
-    "layer",
-    layer_column.selectbox,
-    "Layer",
-    key=f"compare_layer:{model_key}",
-    parse=one_of(model.layer_names),
-    initial=model.default_cam_layer(),
-    advanced=True,
-    options=model.layer_names,
-    index=model.layer_names.index(model.default_cam_layer()),
-)
+layer = cam_layer(address, layer_column.selectbox, model, f"compare_layer:{model_key}")
 label = model.class_label(class_index)
 seen = cached.model_input(model, image)
 # The maps are drawn as wide as the overlays beside them (at most 480 pixels wide).

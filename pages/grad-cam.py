@@ -10,7 +10,7 @@ import functools
 import streamlit as st
 
 from convviz_app import cached, comparison, figures
-from convviz_app.address import Address, lesson_mode, one_of, overlay_strength
+from convviz_app.address import Address, cam_layer, lesson_mode, one_of, overlay_strength
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -35,7 +35,7 @@ model = require_model(selection)
 model_key, image_key, image = selection.model_key, selection.image_key, selection.image
 
 try:
-    default_layer = model.default_cam_layer()
+    model.default_cam_layer()  # A model without a convolution layer is refused here.
     # One pass gives the heatmap of the top class and every class's probability.
     probabilities = cached.first_class_map(model_key, model, image_key, image).probabilities
 except InputError as error:
@@ -81,16 +81,8 @@ with controls_column:
         # run's page: photo, overlay, heatmap) would keep every photo of the session.
         format_func=functools.partial(figures.class_option_label, model, probabilities),
     )
-    layer = address.control(
-        "layer",
-        st.selectbox,
-        "Layer",
-        key=f"gradcam_layer:{model_key}",
-        parse=one_of(model.layer_names),
-        initial=default_layer,
-        advanced=True,
-        options=model.layer_names,
-        index=model.layer_names.index(default_layer),
+    layer = cam_layer(
+        address, st.selectbox, model, f"gradcam_layer:{model_key}",
         help="The book uses the last convolution layer: coarse but the most class-specific.",
     )
     method = address.control(

@@ -22,7 +22,7 @@ from convviz_app.live_stream import (
     import_streamlit_webrtc,
     rtc_configuration,
 )
-from convviz_app.address import Address, one_of, overlay_strength
+from convviz_app.address import Address, cam_layer, overlay_strength
 from convviz_app.router import hand_over_to_app
 from convviz_app.sidebar import current_selection, page_intro, require_model
 from convviz_core import InputError
@@ -57,23 +57,15 @@ except ImportError as error:
 
 try:
     model.check_class(0)
-    default_layer = model.default_cam_layer()
+    model.default_cam_layer()  # A model without a convolution layer is refused here.
 except InputError as error:
     st.error(f"The live view needs a model that names classes. {error}")
     st.stop()
 
 address = Address("live", ("layer", "alpha"))
 layer_column, alpha_column = st.columns([3, 2])
-layer = address.control(
-    "layer",
-    layer_column.selectbox,
-    "Layer",
-    key=f"live_layer:{selection.model_key}",
-    parse=one_of(model.layer_names),
-    initial=default_layer,
-    advanced=True,
-    options=model.layer_names,
-    index=model.layer_names.index(default_layer),
+layer = cam_layer(
+    address, layer_column.selectbox, model, f"live_layer:{selection.model_key}",
     help="Both the channels and the heatmap come from this layer. The last convolution (the default) is "
     "coarse but the most class-specific; early layers show edges and colours.",
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from test_dataset_examples_set import zip_of
 
 from convviz_app import cached
 
@@ -26,14 +27,6 @@ def disc_png(centre, radius, colour, size=150):
     image[(rows - centre[0]) ** 2 + (columns - centre[1]) ** 2 < radius**2] = colour
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def zip_of(files):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
     return buffer.getvalue()
 
 

@@ -8,11 +8,10 @@ and the green one none.
 
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dataset_examples_set import png, zip_of
+from test_dataset_examples_set import png, red_detector_keras, zip_of
 
 from convviz_app import cached
 
@@ -27,17 +26,8 @@ def private_cache(private_cache_dir):
 
 
 def red_detector_file(tmp_path):
-    inputs = keras.Input((16, 16, 3))
-    colour = keras.layers.Conv2D(2, 1, activation="relu", name="colour")(inputs)
-    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(colour)
-    outputs = keras.layers.Dense(2, activation="softmax", name="head")(pooled)
-    model = keras.Model(inputs, outputs, name="red_detector")
-    kernel = np.zeros((1, 1, 3, 2), np.float32)
-    kernel[0, 0, 0, 0] = 1.0  # Channel 0: red.
-    kernel[0, 0, 1, 1] = 1.0  # Channel 1: green.
-    model.get_layer("colour").set_weights([kernel, np.zeros(2, np.float32)])
     path = tmp_path / "red.keras"
-    model.save(path)
+    red_detector_keras().save(path)
     return path.read_bytes()
 
 

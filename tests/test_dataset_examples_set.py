@@ -55,8 +55,8 @@ def test_a_channel_out_of_range_is_refused():
 # --- A user's set (a ZIP of images), the way the One-unit page reads it ------------------------------
 
 
-def red_detector():
-    """A tiny model whose unit `colour` 0 is the red value of a pixel (/255), channel 1 the green."""
+def red_detector_keras():
+    """A tiny Keras model whose unit `colour` 0 is the red value of a pixel, channel 1 the green."""
     import keras
 
     inputs = keras.Input((16, 16, 3))
@@ -68,7 +68,12 @@ def red_detector():
     kernel[0, 0, 0, 0] = 1.0  # Channel 0: red.
     kernel[0, 0, 1, 1] = 1.0  # Channel 1: green.
     model.get_layer("colour").set_weights([kernel, np.zeros(2, np.float32)])
-    return convviz_core.VisionModel(model, preprocess=lambda batch: batch / 255.0)
+    return model
+
+
+def red_detector():
+    """`red_detector_keras` with inputs divided by 255: unit `colour` 0 is a pixel's red value / 255."""
+    return convviz_core.VisionModel(red_detector_keras(), preprocess=lambda batch: batch / 255.0)
 
 
 def png(image):
